@@ -1,0 +1,178 @@
+"""Atomic writes, safe loads and the self-describing ``model.pt`` format.
+
+A model file is data, never code: it holds a ``state_dict`` plus plain metadata
+(architecture name and kwargs, class names, input normalization, metrics) and is loaded
+with ``torch.load(..., weights_only=True)``. Files are written to a temporary name in the
+same folder, fsync'ed and renamed, so a crash mid-write never leaves a half file under
+the final name and the previous version stays loadable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+from torch import nn
+
+from .errors import ModelFileError
+
+MODEL_FORMAT = "fmnist-model"
+MODEL_FORMAT_VERSION = 1
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a file through ``write(fileobj)`` so it appears complete or not at all."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True`` and a clear error for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(
+            f"{path}: no such file. Pass a model.pt, a checkpoint or a run folder."
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # pickle errors, truncated zip, unsupported globals
+        raise ModelFileError(
+            f"{path}: not a readable fmnist model or checkpoint ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else 'no detail'}). It may be truncated or "
+            "not a PyTorch file; re-export it or point at another file."
+        ) from None
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything needed to rebuild a model and feed it, without the code that trained it."""
+
+    arch: str
+    arch_kwargs: dict[str, Any]
+    classes: tuple[str, ...]
+    mean: float
+    std: float
+    dataset: str = "fashion-mnist"
+    recipe: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fmnist_version: str = ""
+    created: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["classes"] = list(self.classes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
+        known = {f for f in cls.__dataclass_fields__}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["classes"] = tuple(kw.get("classes", ()))
+        return cls(**kw)
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, meta: ModelMeta) -> Path:
+    """Write ``model.pt``: float32 CPU state_dict + metadata, atomically."""
+    from . import __version__
+
+    if not meta.fmnist_version or not meta.created:
+        meta = ModelMeta.from_dict(
+            {
+                **meta.to_dict(),
+                "fmnist_version": meta.fmnist_version or __version__,
+                "created": meta.created or datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        )
+    state = {
+        k: (v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu())
+        for k, v in model.state_dict().items()
+    }
+    payload = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "meta": meta.to_dict(),
+        "state_dict": state,
+    }
+    return atomic_save(payload, path)
+
+
+def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta]:
+    """Read and validate a ``model.pt``; returns (state_dict, meta)."""
+    payload = safe_load(path)
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise ModelFileError(
+            f"{path}: not an fmnist model file (no '{MODEL_FORMAT}' header). "
+            "Use the model.pt written in a run folder, or `fmnist.load_model` on a run folder."
+        )
+    if payload.get("format_version", 0) > MODEL_FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: written by a newer fmnist (format {payload['format_version']}); "
+            "upgrade fmnist."
+        )
+    return payload["state_dict"], ModelMeta.from_dict(payload["meta"])
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """Accept a run folder (-> its model.pt) or a file path."""
+    p = Path(path)
+    if p.is_dir():
+        candidate = p / "model.pt"
+        if not candidate.is_file():
+            raise ModelFileError(
+                f"{p}: run folder has no model.pt yet (training unfinished?). "
+                f"Finish it with `fmnist train --resume {p}`."
+            )
+        return candidate
+    if not p.exists():
+        raise ModelFileError(f"{p}: no such file or folder. Pass a run folder or a model.pt.")
+    return p
+
+
+def load_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, ModelMeta]:
+    """Rebuild the model from a ``model.pt`` or run folder, in eval mode on ``device``."""
+    from .models import create_model
+
+    file = resolve_model_path(path)
+    state, meta = read_model_file(file)
+    model = create_model(meta.arch, num_classes=len(meta.classes), **meta.arch_kwargs)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ModelFileError(
+            f"{file}: weights do not fit architecture {meta.arch!r} {meta.arch_kwargs} "
+            f"({str(e).splitlines()[0]})."
+        ) from None
+    return model.to(device).eval(), meta

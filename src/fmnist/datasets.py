@@ -1,0 +1,661 @@
+"""Datasets of the Fashion-MNIST shape: registry, locating, downloading, verifying, reading.
+
+``load_dataset("fashion-mnist")`` finds the four IDX files in this order:
+
+1. an explicit ``data_dir`` (``--data-dir``);
+2. the environment variable ``FMNIST_DATA_DIR``;
+3. the default data root ``./data/<dataset>/``;
+4. the Keras cache ``~/.keras/datasets/<dataset>/``;
+
+where each place may hold the files directly, in ``<dataset>/``, in a torchvision-style
+``raw/`` or ``<TorchName>/raw/`` folder, gzipped or not. Failing that it downloads them
+into ``data_dir`` (or the default root) from the public mirrors with retries, an MD5 check
+and an atomic rename; ``offline=True`` forbids that and says where it looked.
+
+A ``data_dir`` may instead hold Kaggle-style CSVs (``*train*.csv`` / ``*test*.csv``) or an
+image folder (``<class>/*.png``, optionally under ``train/`` and ``test/``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+import warnings
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoints import atomic_write
+from .errors import DataError
+from .progress import Progress
+from .registry import Registry
+
+log = logging.getLogger("fmnist")
+
+IMAGE_SIZE = 28
+IDX_IMAGES_MAGIC = 2051
+IDX_LABELS_MAGIC = 2049
+PARTS = ("train_images", "train_labels", "test_images", "test_labels")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A known dataset: its four IDX files, their MD5s, where to get them, class names."""
+
+    name: str
+    classes: tuple[str, ...]
+    mirrors: tuple[str, ...]
+    md5: dict[str, str]  # part -> MD5 of the .gz file
+    raw_md5: dict[str, str] = field(default_factory=dict)  # part -> MD5 of the unzipped file
+    torch_name: str = ""  # torchvision's folder name, e.g. FashionMNIST
+    description: str = ""
+    files: dict[str, str] = field(
+        default_factory=lambda: {
+            "train_images": "train-images-idx3-ubyte.gz",
+            "train_labels": "train-labels-idx1-ubyte.gz",
+            "test_images": "t10k-images-idx3-ubyte.gz",
+            "test_labels": "t10k-labels-idx1-ubyte.gz",
+        }
+    )
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    return DATASETS.add(spec.name, spec)
+
+
+register_dataset(
+    DatasetSpec(
+        name="fashion-mnist",
+        description="Zalando's 70,000 clothing images, 10 classes",
+        classes=(
+            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        ),
+        mirrors=(
+            "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",  # Keras
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",  # torchvision
+        ),
+        md5={
+            "train_images": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train_labels": "25c81989df183df01b3e8a0aad5dffbe",
+            "test_images": "bef4ecab320f06d8554ea6380940ec79",
+            "test_labels": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        raw_md5={
+            "train_images": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            "train_labels": "9018921c3c673c538a1fc5bad174d6f9",
+            "test_images": "8181f5470baa50b63fa0f6fddb340f0a",
+            "test_labels": "15d484375f8d13e6eb1aabb0c3f46965",
+        },
+        torch_name="FashionMNIST",
+    )
+)
+register_dataset(
+    DatasetSpec(
+        name="mnist",
+        description="LeCun's 70,000 handwritten digits",
+        classes=tuple(str(d) for d in range(10)),
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",  # torchvision
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        md5={
+            "train_images": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train_labels": "d53e105ee54ea40749a09fcbcd1e9432",
+            "test_images": "9fb629c4189551a2d022fa330f9573f3",
+            "test_labels": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        torch_name="MNIST",
+    )
+)
+register_dataset(
+    DatasetSpec(
+        name="kmnist",
+        description="Kuzushiji-MNIST: 70,000 cursive Japanese characters",
+        classes=("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),  # torchvision
+        md5={
+            "train_images": "bdb82020997e1d708af4cf47b453dcf7",
+            "train_labels": "e144d726b3acfaa3e44228e80efcd344",
+            "test_images": "5c965bf0a639b31b8f53240b1b52f4d7",
+            "test_labels": "7320c461ea6c1c855c0b718fb2a4b134",
+        },
+        torch_name="KMNIST",
+    )
+)
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+# --------------------------------------------------------------------------- data objects
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Images (N, 28, 28) uint8 and labels (N,) int64 of one split."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self, num_classes: int) -> np.ndarray:
+        return np.bincount(self.labels, minlength=num_classes)
+
+    def subset(self, index: np.ndarray) -> Split:
+        return Split(self.images[index], self.labels[index])
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A loaded dataset: train and test splits, class names and where it came from."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: Split
+    test: Split
+    source: Path
+    format: str  # "idx", "csv" or "image-folder"
+    checksums: dict[str, str] = field(default_factory=dict)  # file -> "ok" | "unknown"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def verified(self) -> bool:
+        """True when every file's MD5 was checked against the registry and matched."""
+        return bool(self.checksums) and all(v == "ok" for v in self.checksums.values())
+
+    @property
+    def mean(self) -> float:
+        """Mean pixel value of the training images, in [0, 1] (for normalization)."""
+        return float(self.train.images.mean(dtype=np.float64) / 255.0)
+
+    @property
+    def std(self) -> float:
+        """Pixel standard deviation of the training images, in [0, 1]."""
+        return float(self.train.images.std(dtype=np.float64) / 255.0)
+
+    def split_validation(self, fraction: float, seed: int = 0) -> tuple[Split, Split]:
+        """Stratified, deterministic (train, validation) split of the training set."""
+        train_idx, val_idx = stratified_split(self.train.labels, fraction, seed)
+        return self.train.subset(train_idx), self.train.subset(val_idx)
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (rest, held_out) holding out ``fraction`` of every class, seeded."""
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"validation fraction must be in [0, 1); got {fraction}.")
+    rng = np.random.default_rng(seed)
+    held: list[np.ndarray] = []
+    rest: list[np.ndarray] = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        k = int(round(fraction * len(idx)))
+        held.append(idx[:k])
+        rest.append(idx[k:])
+    return np.sort(np.concatenate(rest)), np.sort(np.concatenate(held))
+
+
+# --------------------------------------------------------------------------- IDX reader
+
+
+def _open_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (EOFError, OSError, zlib.error) as e:
+        raise DataError(
+            f"{path}: cannot read ({e}). The file is truncated or corrupt: delete it and "
+            "download again, or pass the right folder with --data-dir."
+        ) from None
+
+
+def read_idx(path: str | os.PathLike, *, kind: str) -> np.ndarray:
+    """Read an IDX file (``kind`` "images" -> (N, 28, 28) uint8, "labels" -> (N,) int64)."""
+    path = Path(path)
+    data = _open_bytes(path)
+    magic_expected, ndim = (IDX_IMAGES_MAGIC, 3) if kind == "images" else (IDX_LABELS_MAGIC, 1)
+    fix = "Check that this is the right file, or delete it and download again."
+    magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if magic != magic_expected:
+        found = f"{magic} (0x{magic:08x})" if magic is not None else "missing"
+        raise DataError(
+            f"{path}: IDX magic number {found}, expected {magic_expected} "
+            f"(0x{magic_expected:08x}) for an {kind} file. {fix}"
+        )
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path}: only {len(data)} bytes, too short for an IDX header. {fix}")
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    if kind == "images" and dims[1:] != [IMAGE_SIZE, IMAGE_SIZE]:
+        raise DataError(
+            f"{path}: images are {dims[1]}x{dims[2]}, expected {IMAGE_SIZE}x{IMAGE_SIZE}. "
+            "fmnist reads datasets of the Fashion-MNIST shape only."
+        )
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    found = len(data) - offset
+    if found != expected:
+        raise DataError(
+            f"{path}: header says {'x'.join(map(str, dims))} = {expected} bytes of data, "
+            f"found {found}. The file is truncated or corrupt: delete it and download again."
+        )
+    array = np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
+    return array.copy() if kind == "images" else array.astype(np.int64)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write uint8 images (N, 28, 28) or labels (N,) as IDX; gzipped if the name ends .gz."""
+    array = np.asarray(array, dtype=np.uint8)
+    magic = IDX_IMAGES_MAGIC if array.ndim == 3 else IDX_LABELS_MAGIC
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    payload = header + array.tobytes()
+    path = Path(path)
+    if path.suffix == ".gz":
+        payload = gzip.compress(payload, mtime=0)
+    return atomic_write(path, lambda f: f.write(payload))
+
+
+# --------------------------------------------------------------------------- CSV reader
+
+
+def read_csv(path: str | os.PathLike) -> Split:
+    """Read a Kaggle-style CSV: ``label,pixel1..pixel784`` with a header row."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            first = f.readline().decode("utf-8", "replace").strip()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e}).") from None
+    has_header = bool(first) and not first.split(",")[0].strip().lstrip("-").isdigit()
+    n_cols = 1 + IMAGE_SIZE * IMAGE_SIZE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
+            table = np.loadtxt(
+                path, delimiter=",", skiprows=int(has_header), dtype=np.int64, ndmin=2
+            )
+    except ValueError as e:
+        raise DataError(
+            f"{path}: not a valid CSV of integers in the layout label,pixel1..pixel784 "
+            f"({str(e).splitlines()[0]})."
+        ) from None
+    if table.size == 0:
+        raise DataError(f"{path}: no data rows. Expected label,pixel1..pixel784 rows.")
+    if table.shape[1] != n_cols:
+        raise DataError(
+            f"{path}: {table.shape[1]} columns per row, expected {n_cols} "
+            "(label,pixel1..pixel784)."
+        )
+    pixels = table[:, 1:]
+    if pixels.min() < 0 or pixels.max() > 255:
+        bad = int(np.argwhere((pixels < 0) | (pixels > 255))[0, 0]) + 1 + int(has_header)
+        raise DataError(f"{path}: pixel values must be 0..255; line {bad} has one outside.")
+    images = pixels.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    return Split(images, table[:, 0].astype(np.int64))
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def _read_image_28(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L")
+            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
+                im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+            return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: not a readable image ({e}). Remove it from the folder.") from None
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def read_image_folder(
+    root: str | os.PathLike, classes: Sequence[str] | None = None
+) -> tuple[Split, tuple[str, ...]]:
+    """Read ``root/<class>/*.png|jpg|...`` as 28x28 grayscale; class names from folders."""
+    root = Path(root)
+    dirs = _class_dirs(root)
+    names = tuple(classes) if classes is not None else tuple(d.name for d in dirs)
+    if not names:
+        raise DataError(f"{root}: no class folders. Expected {root}/<class name>/<image files>.")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for label, name in enumerate(names):
+        files = sorted(
+            p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+        ) if (root / name).is_dir() else []
+        for p in files:
+            images.append(_read_image_28(p))
+            labels.append(label)
+    if not images:
+        raise DataError(
+            f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} in class folders)."
+        )
+    split = Split(np.stack(images), np.asarray(labels, dtype=np.int64))
+    return split, names
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _identify(md5: str) -> str | None:
+    """Name of the registered dataset a file with this MD5 belongs to, if any."""
+    for name, spec in DATASETS.items():
+        if md5 in spec.md5.values() or md5 in spec.raw_md5.values():
+            return name
+    return None
+
+
+def verify_file(path: Path, spec: DatasetSpec, part: str) -> str:
+    """Check a file's MD5 against the registry: "ok", "unknown" (no MD5 known) or raise."""
+    expected = (spec.md5 if path.suffix == ".gz" else spec.raw_md5).get(part)
+    if not expected:
+        return "unknown"
+    found = md5sum(path)
+    if found == expected:
+        return "ok"
+    other = _identify(found)
+    what = f" It is a {other} file, not {spec.name}." if other and other != spec.name else ""
+    raise DataError(
+        f"{path}: MD5 checksum mismatch for {spec.name} {part}: expected {expected}, "
+        f"found {found}.{what} Delete the file and run again to download a fresh copy, or "
+        "pass the folder with the right files via --data-dir."
+    )
+
+
+# --------------------------------------------------------------------------- locating
+
+
+def _part_path(folder: Path, spec: DatasetSpec, part: str) -> Path | None:
+    gz = folder / spec.files[part]
+    for candidate in (gz, gz.with_suffix("")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _expand(place: Path, spec: DatasetSpec) -> list[Path]:
+    """The folders inside one search place where the files may sit."""
+    subs = [place / spec.name, place / spec.name / "raw", place / "raw", place]
+    if spec.torch_name:
+        subs.insert(2, place / spec.torch_name / "raw")
+    return subs
+
+
+def search_places(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """The places searched, in order, with what each one is."""
+    places: list[tuple[str, Path]] = []
+    if data_dir is not None:
+        places.append(("--data-dir", Path(data_dir)))
+    env = os.environ.get("FMNIST_DATA_DIR")
+    if env:
+        places.append(("FMNIST_DATA_DIR", Path(env)))
+    places.append(("default data root", Path("data")))
+    places.append(("Keras cache", Path.home() / ".keras" / "datasets"))
+    return places
+
+
+@dataclass
+class Search:
+    """The outcome of :func:`find_files`: the files, or where we looked and what we skipped."""
+
+    files: dict[str, Path] | None
+    looked: list[Path]
+    skipped: list[tuple[Path, str]]  # (folder, the dataset its files belong to)
+
+
+def find_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> Search:
+    """Find the four files in the search places, in order (see the module docstring)."""
+    looked: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for _, place in search_places(data_dir):
+        for folder in _expand(place, spec):
+            looked.append(folder)
+            found = {part: _part_path(folder, spec, part) for part in PARTS}
+            if not all(found.values()):
+                continue
+            labels = found["train_labels"]
+            owner = _identify(md5sum(labels))
+            if owner is not None and owner != spec.name:
+                log.debug("skipping %s: it holds %s, not %s", folder, owner, spec.name)
+                skipped.append((folder, owner))
+                continue
+            return Search(found, looked, skipped)  # type: ignore[arg-type]
+    return Search(None, looked, skipped)
+
+
+# --------------------------------------------------------------------------- downloading
+
+
+def download_file(
+    urls: Iterable[str],
+    dest: Path,
+    md5: str | None,
+    *,
+    retries: int = 3,
+    backoff: float = 1.0,
+    timeout: float = 30.0,
+    opener: Callable[..., object] = urllib.request.urlopen,
+) -> Path:
+    """Download the first URL that works into ``dest``, atomically, checking the MD5.
+
+    Each URL is tried ``retries`` times on network and server errors (with growing
+    pauses); a 404 or a checksum mismatch moves on to the next URL at once. No partial
+    or unverified file is ever left under ``dest``.
+    """
+    errors: list[str] = []
+    for url in urls:
+        for attempt in range(1, retries + 1):
+            try:
+                _fetch(url, dest, md5, timeout=timeout, opener=opener)
+                return dest
+            except _ChecksumError as e:
+                errors.append(f"{url}: {e}")
+                break
+            except urllib.error.HTTPError as e:
+                errors.append(f"{url}: HTTP {e.code} {e.reason}")
+                if e.code < 500 and e.code != 429:
+                    break
+            except (urllib.error.URLError, OSError, TimeoutError) as e:
+                reason = getattr(e, "reason", e)
+                errors.append(f"{url}: {reason}")
+            if attempt < retries:
+                time.sleep(backoff * attempt)
+    raise DataError(
+        f"could not download {dest.name}: " + "; ".join(errors[-4:]) + ". Check the network, "
+        "or download the files yourself and pass their folder with --data-dir."
+    )
+
+
+class _ChecksumError(Exception):
+    pass
+
+
+def _fetch(url: str, dest: Path, md5: str | None, *, timeout: float, opener) -> None:
+    digest = hashlib.md5()
+
+    def write(f) -> None:
+        with opener(url, timeout=timeout) as response:
+            total = response.headers.get("Content-Length")
+            with Progress(f"download {dest.name}", float(total) if total else None, unit="B") as p:
+                while chunk := response.read(1 << 16):
+                    f.write(chunk)
+                    digest.update(chunk)
+                    p.advance(len(chunk))
+        if md5 and digest.hexdigest() != md5:
+            raise _ChecksumError(f"MD5 {digest.hexdigest()}, expected {md5}")
+
+    atomic_write(dest, write)
+
+
+def download(spec: DatasetSpec, root: str | os.PathLike, **kwargs) -> dict[str, Path]:
+    """Download any of the dataset's files missing from ``root``; returns their paths."""
+    root = Path(root)
+    paths: dict[str, Path] = {}
+    for part in PARTS:
+        existing = _part_path(root, spec, part)
+        if existing is not None:
+            paths[part] = existing
+            continue
+        name = spec.files[part]
+        log.info("downloading %s %s into %s", spec.name, name, root)
+        urls = [m + name for m in spec.mirrors]
+        paths[part] = download_file(urls, root / name, spec.md5[part], **kwargs)
+    return paths
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_dataset(
+    name: str | DatasetSpec = "fashion-mnist",
+    data_dir: str | os.PathLike | None = None,
+    *,
+    offline: bool = False,
+    verify: bool = True,
+) -> Dataset:
+    """Load a registered dataset (IDX), or the CSVs / image folder in ``data_dir``.
+
+    ``name`` is a registered dataset (``fmnist.datasets.list_datasets()``) or a
+    :class:`DatasetSpec` of your own; its class names are used for CSVs. Raises
+    :class:`~fmnist.errors.DataError` with what was looked for and how to fix it.
+    """
+    spec = name if isinstance(name, DatasetSpec) else DATASETS.get(name)
+    if data_dir is not None:
+        folder = Path(data_dir)
+        if folder.is_dir() and _find_csvs(folder):
+            return _load_csv_dataset(spec, folder)
+        if folder.is_dir() and _is_image_folder(folder):
+            return _load_image_folder_dataset(folder)
+    search = find_files(spec, data_dir)
+    found = search.files
+    if found is None:
+        if offline:
+            where = "\n  ".join(str(p) for p in search.looked)
+            other = "".join(f"\nSkipped {folder}: it holds {owner} files, not {spec.name}."
+                            for folder, owner in search.skipped)
+            raise DataError(
+                f"{spec.name} files not found and --offline forbids downloading. Looked in:\n  "
+                f"{where}{other}\nPut {', '.join(spec.files.values())} in one of these "
+                "folders, or set FMNIST_DATA_DIR to the folder holding them."
+            )
+        target = Path(data_dir) if data_dir is not None else Path("data") / spec.name
+        found = download(spec, target)
+    return _load_idx_dataset(spec, found, verify=verify)
+
+
+def _load_idx_dataset(spec: DatasetSpec, files: dict[str, Path], *, verify: bool) -> Dataset:
+    checksums = {}
+    if verify:
+        checksums = {str(p): verify_file(p, spec, part) for part, p in files.items()}
+    train = Split(read_idx(files["train_images"], kind="images"),
+                  read_idx(files["train_labels"], kind="labels"))
+    test = Split(read_idx(files["test_images"], kind="images"),
+                 read_idx(files["test_labels"], kind="labels"))
+    for split_name, split, img_part in (("train", train, "train_images"),
+                                        ("test", test, "test_images")):
+        if len(split.images) != len(split.labels):
+            raise DataError(
+                f"{files[img_part]}: {len(split.images)} {split_name} images but "
+                f"{len(split.labels)} labels. The two files do not belong together."
+            )
+        _check_labels(split.labels, len(spec.classes), files[img_part].parent)
+    return Dataset(spec.name, spec.classes, train, test, files["train_images"].parent, "idx",
+                   checksums)
+
+
+def _check_labels(labels: np.ndarray, num_classes: int, source: Path) -> None:
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(
+            f"{source}: labels range {labels.min()}..{labels.max()}, expected 0..{num_classes - 1}."
+        )
+
+
+def _find_csvs(folder: Path) -> tuple[Path, Path] | None:
+    csvs = sorted(folder.glob("*.csv"))
+    train = [p for p in csvs if "train" in p.name.lower()]
+    test = [p for p in csvs if "test" in p.name.lower()]
+    return (train[0], test[0]) if train and test else None
+
+
+def _load_csv_dataset(spec: DatasetSpec, folder: Path) -> Dataset:
+    train_csv, test_csv = _find_csvs(folder)  # type: ignore[misc]
+    train, test = read_csv(train_csv), read_csv(test_csv)
+    _check_labels(train.labels, len(spec.classes), train_csv)
+    _check_labels(test.labels, len(spec.classes), test_csv)
+    return Dataset(spec.name, spec.classes, train, test, folder, "csv")
+
+
+def _is_image_folder(folder: Path) -> bool:
+    dirs = _class_dirs(folder)
+    return bool(dirs) and not any((d / "raw").exists() for d in dirs) and any(
+        p.suffix.lower() in IMAGE_SUFFIXES for d in dirs for p in d.rglob("*")
+    )
+
+
+def _load_image_folder_dataset(folder: Path, test_fraction: float = 1 / 7) -> Dataset:
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        train, classes = read_image_folder(folder / "train")
+        test, _ = read_image_folder(folder / "test", classes)
+    else:
+        everything, classes = read_image_folder(folder)
+        rest, held = stratified_split(everything.labels, test_fraction, seed=0)
+        train, test = everything.subset(rest), everything.subset(held)
+        log.info("%s has no train/ and test/ folders: held out %.0f%% per class as test",
+                 folder, 100 * test_fraction)
+    return Dataset(folder.resolve().name, classes, train, test, folder, "image-folder")
+
+
+def summary(ds: Dataset) -> dict:
+    """Shapes, per-class counts, pixel statistics and provenance, as plain data."""
+    return {
+        "dataset": ds.name,
+        "format": ds.format,
+        "source": str(ds.source),
+        "checksums": ds.checksums,
+        "verified": ds.verified,
+        "classes": list(ds.classes),
+        "train_shape": list(ds.train.images.shape),
+        "test_shape": list(ds.test.images.shape),
+        "train_counts": ds.train.counts(ds.num_classes).tolist(),
+        "test_counts": ds.test.counts(ds.num_classes).tolist(),
+        "pixel_mean": round(ds.mean, 4),
+        "pixel_std": round(ds.std, 4),
+        "pixel_min": int(ds.train.images.min()),
+        "pixel_max": int(ds.train.images.max()),
+    }

@@ -1,0 +1,28 @@
+"""Project exceptions.
+
+Every mistake a user can make (a wrong path, a bad file, an unknown name) raises a
+subclass of :class:`FmnistError` whose message names the input, what was wrong and
+how to fix it. The CLI prints that message on one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+
+class FmnistError(Exception):
+    """A user-facing error: the message is the whole story, no traceback needed."""
+
+
+class DataError(FmnistError):
+    """Dataset files missing, corrupt, of the wrong shape or failing their checksum."""
+
+
+class ConfigError(FmnistError):
+    """An unknown name, an out-of-range value or an inconsistent combination of options."""
+
+
+class ModelFileError(FmnistError):
+    """A model or checkpoint file that cannot be read or is not an fmnist file."""
+
+
+class ImageError(FmnistError):
+    """An input image that cannot be decoded, is empty, or is too large."""
