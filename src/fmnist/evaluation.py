@@ -1,0 +1,259 @@
+"""Batched prediction over uint8 image arrays: the one path from pixels to probabilities.
+
+Training (validation each epoch), ``fmnist evaluate`` and the torch Predictor all go
+through :func:`predict_probs`, so normalization, precision and TTA are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .devices import autocast
+from .errors import ConfigError
+
+
+def normalize_batch(x_uint8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """(B, 28, 28) or (B, 1, 28, 28) uint8 -> (B, 1, 28, 28) float normalized."""
+    x = x_uint8.float().div_(255.0)
+    if x.ndim == 3:
+        x = x.unsqueeze(1)
+    return (x - mean) / std
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    *,
+    mean: float,
+    std: float,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    channels_last: bool = True,
+    batch_size: int = 1024,
+    tta: bool = False,
+) -> np.ndarray:
+    """Class probabilities (N, C) float64 for uint8 images (N, 28, 28) or (N, 1, 28, 28).
+
+    With ``tta`` the probabilities are averaged over flipped and one-pixel-shifted views
+    (:func:`fmnist.metrics.tta_probs`)."""
+    from .metrics import tta_probs
+
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    data = torch.as_tensor(images)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with autocast(device, bf16):
+            logits = model(x.contiguous(memory_format=memory_format))
+        return torch.softmax(logits.float(), dim=1)
+
+    was_training = model.training
+    model.eval()
+    outs: list[np.ndarray] = []
+    try:
+        for start in range(0, len(data), batch_size):
+            x = normalize_batch(data[start : start + batch_size].to(device), mean, std)
+            probs = tta_probs(forward, x) if tta else forward(x).double().cpu().numpy()
+            outs.append(np.asarray(probs, dtype=np.float64))
+    finally:
+        model.train(was_training)
+    return np.concatenate(outs) if outs else np.zeros((0, 0))
+
+
+def quick_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy and mean NLL: what every epoch's validation needs."""
+    labels = np.asarray(labels)
+    p_true = probs[np.arange(len(labels)), labels]
+    return {
+        "acc": float((probs.argmax(1) == labels).mean()),
+        "loss": float(-np.log(np.clip(p_true, 1e-12, None)).mean()),
+    }
+
+
+def evaluate_model(
+    model: nn.Module,
+    split,
+    classes: tuple[str, ...] | list[str],
+    *,
+    mean: float,
+    std: float,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    channels_last: bool = True,
+    tta: bool = False,
+    batch_size: int = 1024,
+) -> dict:
+    """Full metrics (see :func:`fmnist.metrics.compute_metrics`) of ``model`` on a split,
+    plus timing; JSON-serialisable."""
+    t0 = time.perf_counter()
+    probs = predict_probs(model, split.images, mean=mean, std=std, device=device, bf16=bf16,
+                          channels_last=channels_last, tta=tta, batch_size=batch_size)
+    seconds = time.perf_counter() - t0
+    return metrics_from_probs(probs, split.labels, classes, seconds=seconds, tta=tta,
+                              bf16=bf16, device=device)
+
+
+def metrics_from_probs(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    classes: tuple[str, ...] | list[str],
+    *,
+    seconds: float,
+    tta: bool,
+    bf16: bool,
+    device: torch.device | str,
+) -> dict[str, Any]:
+    """What :func:`evaluate_model` returns, from probabilities already computed (so a
+    report that needs the probabilities too predicts only once)."""
+    from .metrics import compute_metrics
+
+    metrics = compute_metrics(probs, labels, list(classes))
+    metrics.update({
+        "tta": tta,
+        "precision": "bf16" if bf16 else "fp32",
+        "device": str(device),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(len(labels) / max(seconds, 1e-9), 1),
+    })
+    return metrics
+
+
+# --------------------------------------------------------------------------- run folders
+
+SPLITS = ("test", "val")
+
+
+@dataclass
+class LoadedRun:
+    """A run folder brought back to life: its model, recipe and the data it was trained on.
+
+    :meth:`split` recreates the exact splits of training (same ``train_limit``,
+    ``val_fraction`` and ``seed``) through :func:`fmnist.training.prepare_data`.
+    """
+
+    dir: Path
+    config: dict[str, Any]
+    recipe: Any  # fmnist.recipes.Recipe
+    model: nn.Module
+    meta: Any  # fmnist.checkpoints.ModelMeta
+    dataset: Any  # fmnist.datasets.Dataset
+    device: torch.device
+    bf16: bool
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.meta.classes)
+
+    def split(self, name: str = "test"):
+        """The ``test``, ``val`` or ``train`` split exactly as training used it."""
+        from .training import prepare_data
+
+        if name not in (*SPLITS, "train"):
+            raise ConfigError(f"unknown split {name!r}; use test or val.")
+        train, val, test = prepare_data(self.recipe, self.dataset)
+        if name == "val" and val is None:
+            raise ConfigError(
+                f"{self.dir}: this run was trained without a validation split "
+                f"(val_fraction={self.recipe.val_fraction}); evaluate --split test instead."
+            )
+        return {"train": train, "val": val, "test": test}[name]
+
+    def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Class probabilities (N, C) with the run's normalization and precision."""
+        return predict_probs(self.model, images, mean=self.meta.mean, std=self.meta.std,
+                             device=self.device, bf16=self.bf16,
+                             channels_last=self.recipe.channels_last, tta=tta)
+
+    def evaluate(self, split: str = "test", tta: bool | None = None) -> dict[str, Any]:
+        """:func:`evaluate_model` on one split; ``tta=None`` follows the recipe."""
+        data = self.split(split)
+        use_tta = self.recipe.tta if tta is None else bool(tta)
+        t0 = time.perf_counter()
+        probs = self.predict(data.images, tta=use_tta)
+        return {"split": split, **metrics_from_probs(
+            probs, data.labels, self.classes, seconds=time.perf_counter() - t0, tta=use_tta,
+            bf16=self.bf16, device=self.device)}
+
+
+def load_run(
+    run_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    device: str | torch.device = "auto",
+    offline: bool = False,
+    dataset: Any = None,
+) -> LoadedRun:
+    """Load a run's model and its dataset (``dataset`` given, else ``data_dir``, else the
+    folder recorded in config.json, else the usual search)."""
+    from .checkpoints import load_model
+    from .datasets import list_datasets, load_dataset
+    from .devices import select_device, use_bf16
+    from .recipes import Recipe
+    from .training import read_config
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: no such run folder. Pass a folder written by "
+                          "`fmnist train` (see `fmnist runs`).")
+    config = read_config(run_dir)
+    try:
+        recipe = Recipe.from_dict(config["recipe"])
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"{run_dir}/config.json has no usable recipe ({e}).") from None
+    dev = select_device(device)
+    model, meta = load_model(run_dir, dev)
+    if dataset is None:
+        recorded = config.get("dataset") or {}
+        name = recorded.get("name", recipe.dataset)
+        name = name if name in list_datasets() else recipe.dataset
+        folder = data_dir or config.get("data_dir")
+        source = recorded.get("source")
+        if folder is None and source and Path(source).is_dir():
+            folder = source
+        dataset = load_dataset(name, folder, offline=offline)
+    if len(dataset.classes) != len(meta.classes):
+        raise ConfigError(
+            f"{run_dir}: the model has {len(meta.classes)} classes but dataset "
+            f"{dataset.name!r} from {dataset.source} has {len(dataset.classes)}; pass the "
+            "--data-dir the run was trained on."
+        )
+    bf16 = use_bf16(dev, recipe.precision)
+    return LoadedRun(run_dir, config, recipe, model, meta, dataset, dev, bf16)
+
+
+def metrics_filename(split: str) -> str:
+    """``metrics.json`` for the test split, ``metrics-<split>.json`` otherwise."""
+    return "metrics.json" if split == "test" else f"metrics-{split}.json"
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    tta: bool | None = None,
+    data_dir: str | Path | None = None,
+    device: str | torch.device = "auto",
+    *,
+    offline: bool = False,
+    write: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a run folder's model on its test (or validation) split.
+
+    Writes ``metrics.json`` (``metrics-val.json`` for ``split="val"``) into the run
+    unless ``write=False``, and returns the same dict (see :func:`evaluate_model`)."""
+    from .checkpoints import atomic_write_json
+
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}.")
+    run = load_run(run_dir, data_dir=data_dir, device=device, offline=offline)
+    metrics = run.evaluate(split, tta=tta)
+    if write:
+        atomic_write_json(run.dir / metrics_filename(split), metrics)
+    return metrics

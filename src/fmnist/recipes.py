@@ -1,0 +1,207 @@
+"""Named recipes: model + optimizer + schedule + epochs + augmentation, as data.
+
+A :class:`Recipe` is a frozen dataclass; the table :data:`RECIPES` holds the named ones.
+``resolve_recipe("fast", epochs=3)`` returns a copy with fields overridden and checked;
+every ``fmnist train`` flag overrides exactly one field, and the resolved recipe is
+written to the run's ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+from .registry import Registry
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "onecycle", "cosine", "linear")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that defines a training run except the data location and the device."""
+
+    name: str
+    description: str = ""
+    model: str = "fastnet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "fashion-mnist"
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adam"  # sgd | adam | adamw
+    lr: float = 1e-3
+    momentum: float = 0.0  # sgd only
+    nesterov: bool = False  # sgd only
+    adam_eps: float = 1e-7  # Keras' default, not PyTorch's 1e-8
+    weight_decay: float = 0.0  # not applied to biases and norm layers
+    schedule: str = "constant"  # constant | onecycle | cosine | linear
+    warmup_epochs: float = 0.0  # linear warm-up for cosine / linear; onecycle's rise
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None  # max global gradient norm
+    ema_decay: float | None = None  # weight EMA, evaluated and saved when set
+    augment: tuple[str, ...] = ()  # see fmnist.augment, e.g. ("flip", "translate:2")
+    val_fraction: float = 0.0  # stratified hold-out of the training set
+    monitor: str = "auto"  # val_loss | val_acc | train_loss | train_acc; auto: val_loss if val
+    patience: int | None = None  # early stopping after this many epochs without improvement
+    min_delta: float = 0.0
+    restore_best: bool = True  # end with the best monitored weights (Keras' restore_best_weights)
+    tta: bool = False  # test-time augmentation in the final evaluation
+    seed: int = 0
+    precision: str = "auto"  # auto: bf16 autocast where the device supports it
+    channels_last: bool = True
+    train_limit: int | None = None  # use a stratified subset of this many training images
+    test_limit: int | None = None  # evaluate on the first N test images
+    reported: str = ""  # what the tutorial this recipe reproduces reports
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", tuple(self.augment))
+        object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_fraction > 0
+
+    @property
+    def resolved_monitor(self) -> str:
+        if self.monitor != "auto":
+            return self.monitor
+        return "val_loss" if self.has_validation else "train_loss"
+
+    def validate(self) -> Recipe:
+        """Check every field; raise ConfigError naming the field, the value and the fix."""
+        from .augment import parse_augment
+        from .models import list_models
+
+        def bad(name: str, expected: str) -> ConfigError:
+            return ConfigError(
+                f"recipe {self.name!r}: {name}={getattr(self, name)!r} is invalid; "
+                f"expected {expected}."
+            )
+
+        if self.model not in list_models():
+            raise ConfigError(
+                f"recipe {self.name!r}: unknown model {self.model!r}; see `fmnist models`."
+            )
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise bad(name, "an integer >= 1")
+        if not self.lr > 0:
+            raise bad("lr", "a number > 0")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", " | ".join(OPTIMIZERS))
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", " | ".join(SCHEDULES))
+        if self.precision not in PRECISIONS:
+            raise bad("precision", " | ".join(PRECISIONS))
+        if not 0 <= self.val_fraction < 1:
+            raise bad("val_fraction", "a fraction in [0, 1)")
+        if not 0 <= self.label_smoothing < 1:
+            raise bad("label_smoothing", "a number in [0, 1)")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise bad("ema_decay", "a number in (0, 1), e.g. 0.999")
+        monitors = ("auto", "val_loss", "val_acc", "train_loss", "train_acc")
+        if self.monitor not in monitors:
+            raise bad("monitor", " | ".join(monitors))
+        if self.resolved_monitor.startswith("val_") and not self.has_validation:
+            raise ConfigError(
+                f"recipe {self.name!r}: monitor {self.monitor!r} needs a validation split; "
+                "set --val-fraction (e.g. 0.1) or monitor train_loss."
+            )
+        if self.patience is not None and self.patience < 1:
+            raise bad("patience", "an integer >= 1, or None for no early stopping")
+        for spec in self.augment:
+            parse_augment(spec)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["augment"] = list(self.augment)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Recipe:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown recipe fields {unknown}; valid: {sorted(known)}.")
+        return cls(**d)
+
+
+RECIPES: Registry[Recipe] = Registry("recipe")
+
+
+def _add(recipe: Recipe) -> None:
+    RECIPES.add(recipe.name, recipe)
+
+
+# --- The five Keras tutorial baselines, with Keras' defaults ---------------------------
+_KERAS_ADAM = dict(optimizer="adam", lr=1e-3, adam_eps=1e-7)
+_add(Recipe(
+    name="baseline-dropout", model="baseline-dropout", **_KERAS_ADAM, batch_size=64, epochs=20,
+    val_fraction=0.2, monitor="val_loss", patience=3, restore_best=True, reported="90.8% test",
+    description="Keras tutorial CNN with dropout; early stopping on val loss",
+))
+_add(Recipe(
+    name="baseline-batchnorm", model="baseline-batchnorm", optimizer="sgd", lr=0.01,
+    batch_size=256, epochs=5, val_fraction=0.2, monitor="val_loss",
+    description="Keras tutorial CNN with BatchNorm and dropout, plain SGD, 5 epochs",
+))
+_add(Recipe(
+    name="baseline-3conv", model="baseline-3conv", **_KERAS_ADAM, batch_size=256, epochs=20,
+    val_fraction=0.2, monitor="val_loss", patience=3, restore_best=True, reported="91% test",
+    description="TensorFlow tutorial 3-conv CNN; early stopping on val loss",
+))
+_add(Recipe(
+    name="baseline-wide-dense", model="baseline-wide-dense", **_KERAS_ADAM, batch_size=128,
+    epochs=40, val_fraction=0.2, monitor="val_loss", restore_best=False, reported="92% val",
+    description="Keras tutorial Conv16-Conv64 CNN with a dense head, 40 epochs",
+))
+_add(Recipe(
+    name="baseline-small", model="baseline-small", **_KERAS_ADAM, batch_size=32, epochs=10,
+    reported="90.3% test",
+    description="Keras tutorial two-conv CNN, 10 epochs on the full training set",
+))
+
+# --- Our recipes -----------------------------------------------------------------------
+_add(Recipe(
+    name="fast", model="fastnet", optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
+    weight_decay=5e-4, batch_size=256, epochs=8, schedule="onecycle", warmup_epochs=1.5,
+    label_smoothing=0.1, augment=("flip", "translate:2"), ema_decay=None,
+    description="fastnet, one-cycle SGD, flips + shifts, bf16: a strong model in ~a minute",
+))
+_add(Recipe(
+    name="accurate", model="fastnet-wide", optimizer="sgd", lr=0.1, momentum=0.9,
+    nesterov=True, weight_decay=5e-4, batch_size=256, epochs=30, schedule="onecycle",
+    warmup_epochs=3, label_smoothing=0.1, augment=("flip", "translate:2", "erase"),
+    tta=True, description="wider fastnet, 30 epochs, random erasing, TTA: best CPU accuracy",
+))
+_add(Recipe(
+    name="best", model="wide-resnet", model_kwargs={"depth": 28, "widen": 10},
+    optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, batch_size=128,
+    epochs=200, schedule="cosine", warmup_epochs=1, augment=("flip", "translate:4", "erase"),
+    tta=True, description="WRN-28-10 with random erasing, 200 epochs: for a GPU",
+))
+
+
+def list_recipes(pattern: str = "*") -> list[str]:
+    return RECIPES.names(pattern)
+
+
+def get_recipe(name: str) -> Recipe:
+    return RECIPES.get(name)
+
+
+def resolve_recipe(recipe: str | Recipe = "fast", **overrides: Any) -> Recipe:
+    """The named recipe with ``overrides`` applied (None values ignored), validated."""
+    base = recipe if isinstance(recipe, Recipe) else RECIPES.get(recipe)
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(k for k in overrides if k not in fields)
+    if unknown:
+        raise ConfigError(
+            f"unknown recipe field(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}."
+        )
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(base, **changes).validate()

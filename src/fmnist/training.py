@@ -1,0 +1,642 @@
+"""The fit loop: ``train(recipe, **overrides) -> Run``.
+
+The whole dataset sits on the device as a uint8 tensor; each epoch draws a seeded
+permutation, slices batches, augments them on the device, and steps the optimizer under
+bf16 autocast where supported, with channels-last memory. Every epoch appends a row to
+``history.csv`` and writes ``checkpoints/last.pt`` (and ``best.pt`` on improvement)
+atomically. SIGINT/SIGTERM finish the current step, write ``last.pt`` mid-epoch and raise
+:class:`TrainingInterrupted`; ``train(resume=RUN_DIR)`` continues exactly where it stopped.
+
+Determinism: shuffling and augmentation use generators seeded from (seed, epoch), and the
+global RNG (dropout) is saved in checkpoints, so on the CPU an interrupted and resumed
+run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import build_augment
+from .checkpoints import (
+    ModelMeta,
+    atomic_save,
+    atomic_write_json,
+    atomic_write_text,
+    safe_load,
+    save_model,
+)
+from .datasets import Dataset, Split, load_dataset, stratified_split
+from .devices import autocast, environment, select_device, use_bf16
+from .errors import ConfigError, FmnistError
+from .evaluation import predict_probs, quick_metrics
+from .models import count_params, create_model
+from .progress import Progress
+from .recipes import Recipe, resolve_recipe
+
+log = logging.getLogger("fmnist")
+
+HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds",
+                  "eval_seconds")
+
+
+class TrainingInterrupted(Exception):
+    """Raised after SIGINT/SIGTERM once ``last.pt`` is written; carries the run folder."""
+
+    def __init__(self, run_dir: Path, epoch: int, step: int) -> None:
+        self.run_dir, self.epoch, self.step = run_dir, epoch, step
+        super().__init__(
+            f"interrupted at epoch {epoch} step {step}; checkpoint saved. "
+            f"Resume with: fmnist train --resume {run_dir}"
+        )
+
+
+class TrainingDiverged(FmnistError):
+    """The loss became NaN or infinite."""
+
+
+# --------------------------------------------------------------------------- small parts
+
+
+def should_stop(
+    values: Sequence[float], *, mode: str, patience: int, min_delta: float = 0.0
+) -> tuple[bool, str]:
+    """Early-stopping decision from the monitored values so far (pure, table-testable)."""
+    if patience is None or len(values) <= patience:
+        return False, ""
+    sign = 1.0 if mode == "min" else -1.0
+    # an epoch counts as an improvement only if it beats the best before it by min_delta
+    best_so_far = values[0]
+    best_i = 0
+    for i, v in enumerate(values[1:], start=1):
+        if sign * (best_so_far - v) > min_delta:
+            best_so_far, best_i = v, i
+    waited = len(values) - 1 - best_i
+    if waited >= patience:
+        return True, (f"no improvement of {min_delta:g} in {patience} epochs since epoch "
+                      f"{best_i + 1} ({best_so_far:.4f})")
+    return False, ""
+
+
+class EarlyStopping:
+    """Tracks the monitored metric; :meth:`state_dict` makes it resumable."""
+
+    def __init__(self, monitor: str, patience: int | None, min_delta: float = 0.0) -> None:
+        self.monitor = monitor
+        self.mode = "min" if monitor.endswith("loss") else "max"
+        self.patience = patience
+        self.min_delta = min_delta
+        self.values: list[float] = []
+
+    def improved(self) -> bool:
+        """Did the latest value beat every earlier one (the best checkpoint rule)?"""
+        if not self.values:
+            return False
+        last, earlier = self.values[-1], self.values[:-1]
+        if not earlier:
+            return True
+        best = min(earlier) if self.mode == "min" else max(earlier)
+        return last < best if self.mode == "min" else last > best
+
+    def update(self, row: dict[str, float]) -> tuple[bool, str]:
+        self.values.append(float(row[self.monitor]))
+        if self.patience is None:
+            return False, ""
+        return should_stop(self.values, mode=self.mode, patience=self.patience,
+                           min_delta=self.min_delta)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": list(self.values)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values = [float(v) for v in state["values"]]
+
+
+class EMA:
+    """Exponential moving average of a model's weights (buffers copied as they are)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        import copy
+
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ema_params = list(self.module.parameters())
+        torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()],
+                             1.0 - self.decay)
+        for b_ema, b in zip(self.module.buffers(), model.buffers(), strict=True):
+            b_ema.copy_(b)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state)
+
+
+def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov), Keras-compatible Adam, or AdamW; no weight decay on
+    biases and normalization weights."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum,
+                               nesterov=recipe.nesterov and recipe.momentum > 0)
+    cls = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
+    return cls(groups, lr=recipe.lr, eps=recipe.adam_eps)
+
+
+def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` of ``total``."""
+    if schedule == "constant":
+        return 1.0
+    if schedule == "onecycle":
+        # linear rise from 0.1x to 1x over the warm-up, then linear decay to ~0
+        if step < warmup:
+            return 0.1 + 0.9 * step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return max(0.0, 1.0 - progress)  # linear
+
+
+def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    total = recipe.epochs * steps_per_epoch
+    warmup = int(round(recipe.warmup_epochs * steps_per_epoch))
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(recipe.schedule, s, total, warmup)
+    )
+
+
+def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=gen).to(device)
+
+
+def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed * 2_000_003 + epoch + 7)
+
+
+@contextmanager
+def interrupt_guard() -> Iterator[dict[str, str | None]]:
+    """Turn the first SIGINT/SIGTERM into a flag checked after each step; a second
+    signal acts as usual (the handlers are restored on the first)."""
+    flag: dict[str, str | None] = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, _frame):
+        flag["signal"] = signal.Signals(signum).name
+        for s, h in previous.items():
+            signal.signal(s, h)
+        log.warning("%s received: finishing this step and saving a checkpoint "
+                    "(press again to abort at once)", flag["signal"])
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+@dataclass
+class Run:
+    """A finished (or resumed-and-finished) training run."""
+
+    dir: Path
+    recipe: Recipe
+    history: list[dict[str, Any]]
+    model: nn.Module
+    meta: ModelMeta
+    test_metrics: dict[str, Any] = field(default_factory=dict)
+    stop_reason: str = ""
+
+    @property
+    def model_path(self) -> Path:
+        return self.dir / "model.pt"
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.test_metrics.get("accuracy")
+
+
+def new_run_dir(out: str | Path | None, recipe_name: str, root: str | Path = "runs") -> Path:
+    """``out`` as given, else ``runs/<recipe>-<timestamp>`` (made unique)."""
+    if out is not None:
+        path = Path(out)
+        if (path / "checkpoints" / "last.pt").exists():
+            raise ConfigError(
+                f"{path} already holds a run. Resume it with --resume {path}, or pick "
+                "another --out."
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{recipe_name}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}-{i}")
+    path.mkdir(parents=True)
+    return path
+
+
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """history.csv: the standard columns, then any a callback added, in first-seen order."""
+    fields = list(HISTORY_FIELDS)
+    for row in history:
+        fields += [k for k in row if k not in fields]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
+    atomic_write_text(run_dir / "history.csv", buf.getvalue())
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of ``history.csv`` with numbers parsed (empty cells -> None)."""
+    path = Path(run_dir) / "history.csv"
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            rows.append({k: (None if v == "" else (int(v) if k == "epoch" else float(v)))
+                         for k, v in row.items()})
+    return rows
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no config.json; not an fmnist run folder.")
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, state: EpochState) -> str | None:
+        """Return a reason string to stop training after this epoch, else None."""
+
+
+@dataclass
+class EpochState:
+    """What a callback sees at the end of an epoch."""
+
+    epoch: int
+    row: dict[str, Any]
+    model: nn.Module  # the weights being evaluated (EMA when enabled), in eval mode
+    run_dir: Path
+    recipe: Recipe
+    device: torch.device
+    bf16: bool
+    mean: float
+    std: float
+
+    def predict_probs(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        return predict_probs(self.model, images, mean=self.mean, std=self.std,
+                             device=self.device, bf16=self.bf16,
+                             channels_last=self.recipe.channels_last, tta=tta)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _limit(split: Split, limit: int | None, seed: int) -> Split:
+    if limit is None or limit >= len(split):
+        return split
+    _, keep = stratified_split(split.labels, limit / len(split), seed)
+    return split.subset(keep)
+
+
+def prepare_data(recipe: Recipe, ds: Dataset) -> tuple[Split, Split | None, Split]:
+    """(train, validation or None, test) splits as the recipe asks."""
+    train = _limit(ds.train, recipe.train_limit, recipe.seed)
+    val = None
+    if recipe.has_validation:
+        rest, held = stratified_split(train.labels, recipe.val_fraction, recipe.seed)
+        train, val = train.subset(rest), train.subset(held)
+    test = ds.test if recipe.test_limit is None else ds.test.subset(
+        np.arange(min(recipe.test_limit, len(ds.test))))
+    return train, val, test
+
+
+def train(
+    recipe: str | Recipe | None = "fast",
+    *,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    device: str | torch.device = "auto",
+    resume: str | Path | None = None,
+    offline: bool = False,
+    callbacks: Sequence[Callback] = (),
+    evaluate_test: bool = True,
+    report: bool = False,
+    dataset: Dataset | None = None,
+    **overrides: Any,
+) -> Run:
+    """Train a recipe (with ``overrides`` of its fields) and write the run folder.
+
+    ``resume=RUN_DIR`` continues an interrupted run from ``checkpoints/last.pt`` with the
+    recipe stored in its ``config.json`` (overrides are not allowed then).
+    """
+    checkpoint: dict[str, Any] | None = None
+    if resume is not None:
+        if not (Path(resume) / "checkpoints" / "last.pt").is_file():
+            raise ConfigError(f"{resume}: no checkpoints/last.pt to resume from.")
+        if overrides:
+            raise ConfigError("--resume continues the stored recipe; drop the other options "
+                              f"({', '.join(sorted(overrides))}).")
+        run_dir = Path(resume)
+        config = read_config(run_dir)
+        recipe = Recipe.from_dict(config["recipe"]).validate()
+        checkpoint = safe_load(run_dir / "checkpoints" / "last.pt")
+        data_dir = data_dir or config.get("data_dir")
+    else:
+        recipe = resolve_recipe(recipe, **overrides)
+        run_dir = new_run_dir(out, recipe.name)
+    assert isinstance(recipe, Recipe)
+    dev = select_device(device)
+    bf16 = use_bf16(dev, recipe.precision)
+    torch.manual_seed(recipe.seed)
+
+    ds = dataset or load_dataset(recipe.dataset, data_dir, offline=offline)
+    train_split, val_split, test_split = prepare_data(recipe, ds)
+    mean, std = ds.mean, ds.std
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+
+    model = create_model(recipe.model, num_classes=ds.num_classes, **recipe.model_kwargs)
+    model = model.to(dev, memory_format=memory_format)
+    steps_per_epoch = math.ceil(len(train_split) / recipe.batch_size)
+    optimizer = make_optimizer(recipe, model)
+    scheduler = make_scheduler(recipe, optimizer, steps_per_epoch)
+    ema = EMA(model, recipe.ema_decay) if recipe.ema_decay else None
+    stopper = EarlyStopping(recipe.resolved_monitor, recipe.patience, recipe.min_delta)
+    augment = build_augment(recipe.augment)
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    history: list[dict[str, Any]] = []
+    start_epoch, start_step = 1, 0
+    partial: dict[str, Any] = {}
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint["ema"])
+        stopper.load_state_dict(checkpoint["stopper"])
+        history = list(checkpoint["history"])
+        start_epoch, start_step = int(checkpoint["epoch"]), int(checkpoint["step"])
+        partial = checkpoint.get("partial") or {}
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if dev.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], dev)
+        log.info("resuming %s at epoch %d step %d", run_dir, start_epoch, start_step)
+
+    env = environment(dev)
+    config = {
+        "recipe": recipe.to_dict(),
+        "environment": env,
+        "precision": "bf16" if bf16 else "fp32",
+        "data_dir": str(data_dir) if data_dir is not None else None,
+        "dataset": {
+            "name": ds.name, "source": str(ds.source), "format": ds.format,
+            "verified": ds.verified, "classes": list(ds.classes), "mean": mean, "std": std,
+            "train": len(train_split), "val": len(val_split) if val_split else 0,
+            "test": len(test_split),
+        },
+        "params": count_params(model),
+        "steps_per_epoch": steps_per_epoch,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "running",
+    }
+    if checkpoint is not None:
+        old = read_config(run_dir)
+        config["created"] = old.get("created", config["created"])
+    atomic_write_json(run_dir / "config.json", config)
+
+    x_all = torch.from_numpy(train_split.images).to(dev)  # (N, 28, 28) uint8
+    y_all = torch.from_numpy(train_split.labels).to(dev)
+    n = len(train_split)
+
+    def checkpoint_state(epoch: int, step: int, gen: torch.Generator | None,
+                         meters: dict[str, Any] | None) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "step": step,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "stopper": stopper.state_dict(), "history": history,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None},
+            "partial": {"gen": gen.get_state(), **meters} if gen is not None and meters else None,
+        }
+
+    ckpt_dir = run_dir / "checkpoints"
+    stop_reason = ""
+    eval_model = ema.module if ema is not None else model
+    with interrupt_guard() as interrupt:
+        for epoch in range(start_epoch, recipe.epochs + 1):
+            perm = epoch_permutation(n, recipe.seed, epoch, dev)
+            gen = epoch_generator(recipe.seed, epoch, dev)
+            meters = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            if epoch == start_epoch and partial:
+                gen.set_state(partial["gen"])
+                meters = {k: partial[k] for k in meters}
+            model.train()
+            t0 = time.perf_counter()
+            with Progress(f"epoch {epoch}/{recipe.epochs}", steps_per_epoch) as bar:
+                bar.advance(start_step if epoch == start_epoch else 0)
+                for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
+                    idx = perm[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+                    x = x_all[idx].unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28) in [0,1]
+                    y = y_all[idx]
+                    if augment is not None:
+                        x = augment(x, gen)
+                    x = ((x - mean) / std).contiguous(memory_format=memory_format)
+                    with autocast(dev, bf16):
+                        logits = model(x)
+                    loss = criterion(logits.float(), y)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if recipe.grad_clip:
+                        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    if ema is not None:
+                        ema.update(model)
+                    loss_v = loss.item()
+                    if not math.isfinite(loss_v):
+                        raise TrainingDiverged(
+                            f"loss became {loss_v} at epoch {epoch} step {step + 1} "
+                            f"(lr {scheduler.get_last_lr()[0]:.3g}). Lower --lr, set grad_clip, "
+                            "or train in fp32 (--precision fp32)."
+                        )
+                    meters["loss_sum"] += loss_v * len(y)
+                    meters["correct"] += int((logits.argmax(1) == y).sum())
+                    meters["seen"] += len(y)
+                    bar.set(loss=f"{meters['loss_sum'] / meters['seen']:.4f}",
+                            acc=f"{meters['correct'] / meters['seen']:.2%}")
+                    bar.advance()
+                    if interrupt["signal"]:
+                        # mid-epoch checkpoint; after the last step, resuming runs this
+                        # epoch's evaluation with the saved meters
+                        meters["seconds"] += time.perf_counter() - t0
+                        atomic_save(checkpoint_state(epoch, step + 1, gen, meters),
+                                    ckpt_dir / "last.pt")
+                        _set_status(run_dir, "interrupted")
+                        raise TrainingInterrupted(run_dir, epoch, step + 1)
+            train_seconds = meters["seconds"] + time.perf_counter() - t0
+            start_step = 0
+
+            t1 = time.perf_counter()
+            row: dict[str, Any] = {
+                "epoch": epoch,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": meters["loss_sum"] / max(1, meters["seen"]),
+                "train_acc": meters["correct"] / max(1, meters["seen"]),
+                "val_loss": None, "val_acc": None,
+                "seconds": round(train_seconds, 3),
+            }
+            if val_split is not None:
+                probs = predict_probs(eval_model, val_split.images, mean=mean, std=std,
+                                      device=dev, bf16=bf16, channels_last=recipe.channels_last)
+                q = quick_metrics(probs, val_split.labels)
+                row["val_loss"], row["val_acc"] = q["loss"], q["acc"]
+            row["eval_seconds"] = round(time.perf_counter() - t1, 3)
+            # callbacks may add to the row (e.g. a benchmark's test accuracy) or ask to stop
+            epoch_state = EpochState(epoch, row, eval_model, run_dir, recipe, dev, bf16,
+                                     mean, std)
+            requested = [r for cb in callbacks if (r := cb.on_epoch_end(epoch_state))]
+            history.append(row)
+            should, why = stopper.update(row)
+            if requested:
+                should, why = True, requested[0]
+            _log_epoch(row, recipe.epochs)
+
+            state = checkpoint_state(epoch + 1, 0, None, None)
+            atomic_save(state, ckpt_dir / "last.pt")
+            if stopper.improved():
+                atomic_save(state, ckpt_dir / "best.pt")
+            write_history(run_dir, history)
+            if should:
+                stop_reason = why
+                log.info("stopping early: %s", why)
+                break
+            if interrupt["signal"]:
+                _set_status(run_dir, "interrupted")
+                raise TrainingInterrupted(run_dir, epoch + 1, 0)
+
+    weights_epoch = _restore_best(recipe, stopper, model, ema, ckpt_dir)
+    final = eval_model
+    classes = tuple(ds.classes)
+    meta = ModelMeta(
+        arch=recipe.model, arch_kwargs=dict(recipe.model_kwargs), classes=classes,
+        mean=mean, std=std, dataset=ds.name, recipe=recipe.name,
+        metrics={"weights_epoch": weights_epoch, "epochs_run": len(history),
+                 "best_val_acc": _best(history, "val_acc"),
+                 "train_seconds": round(sum(r["seconds"] for r in history), 3)},
+    )
+    test_metrics: dict[str, Any] = {}
+    if evaluate_test:
+        from .evaluation import evaluate_model
+
+        test_metrics = evaluate_model(final, test_split, classes, mean=mean, std=std,
+                                      device=dev, bf16=bf16, tta=recipe.tta,
+                                      channels_last=recipe.channels_last)
+        meta = ModelMeta.from_dict({**meta.to_dict(), "metrics": {
+            **meta.metrics, "test_acc": test_metrics["accuracy"],
+            "test_loss": test_metrics["loss"]}})
+        atomic_write_json(run_dir / "metrics.json", {"split": "test", **test_metrics})
+    save_model(run_dir / "model.pt", final, meta)
+    _set_status(run_dir, "finished", stop_reason=stop_reason or None)
+    run = Run(run_dir, recipe, history, final, meta, test_metrics, stop_reason)
+    if report:
+        from .report import write_report
+
+        write_report(run_dir)
+    return run
+
+
+def _best(history: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in history if r.get(key) is not None]
+    return max(values) if values else None
+
+
+def _restore_best(recipe: Recipe, stopper: EarlyStopping, model: nn.Module, ema: EMA | None,
+                  ckpt_dir: Path) -> int:
+    """With early stopping and ``restore_best`` (Keras' ``restore_best_weights``), load
+    best.pt's weights. Returns the epoch whose weights the model now holds."""
+    values = stopper.values
+    pick = min if stopper.mode == "min" else max
+    best_epoch = values.index(pick(values)) + 1 if values else 0
+    if recipe.patience is None or not recipe.restore_best or best_epoch == len(values):
+        return len(values)
+    best = safe_load(ckpt_dir / "best.pt")
+    model.load_state_dict(best["model"])
+    if ema is not None and best.get("ema") is not None:
+        ema.load_state_dict(best["ema"])
+    log.info("restored the weights of epoch %d (best %s %.4f)", best_epoch, stopper.monitor,
+             pick(values))
+    return best_epoch
+
+
+def _set_status(run_dir: Path, status: str, **extra: Any) -> None:
+    config = read_config(run_dir)
+    config["status"] = status
+    config.update({k: v for k, v in extra.items()})
+    atomic_write_json(run_dir / "config.json", config)
+
+
+def _log_epoch(row: dict[str, Any], epochs: int) -> None:
+    val = ""
+    if row["val_acc"] is not None:
+        val = f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_acc']:.2%}"
+    log.info("epoch %d/%d  loss %.4f  acc %.2f%%%s  lr %.3g  %.1fs", row["epoch"], epochs,
+             row["train_loss"], 100 * row["train_acc"], val, row["lr"], row["seconds"])
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild a trained model from ``model.pt`` or a run folder: (model, meta)."""
+    from .checkpoints import load_model as _load
+
+    return _load(path, select_device(device))
+
+

@@ -1,0 +1,252 @@
+"""The fit loop: decisions, checkpoints, early stopping, resume, signals, run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fmnist.checkpoints import atomic_save, load_model, safe_load
+from fmnist.errors import ConfigError, ModelFileError
+from fmnist.recipes import Recipe, resolve_recipe
+from fmnist.training import (
+    TrainingDiverged,
+    TrainingInterrupted,
+    lr_factor,
+    read_config,
+    read_history,
+    should_stop,
+    train,
+)
+
+# small, quick, and exercising every stateful part: dropout (global RNG), augmentation
+# (per-epoch generator), EMA, a schedule, a validation split
+QUICK = dict(model="baseline-dropout", epochs=3, batch_size=64, optimizer="adam", lr=2e-3,
+             schedule="onecycle", warmup_epochs=0.5, augment=("flip", "translate:2", "erase"),
+             ema_decay=0.9, val_fraction=0.2, label_smoothing=0.1, seed=5)
+
+
+@pytest.mark.parametrize(
+    "values, mode, patience, min_delta, stop",
+    [
+        ([1.0, 0.9, 0.8], "min", 2, 0.0, False),  # still improving
+        ([1.0, 0.9, 0.95, 0.97], "min", 2, 0.0, True),  # two epochs without a new best
+        ([1.0, 0.9, 0.95], "min", 2, 0.0, False),  # one epoch only
+        ([0.5, 0.6, 0.7, 0.65, 0.66], "max", 2, 0.0, True),
+        ([1.0, 0.99, 0.985], "min", 2, 0.02, True),  # improvements below min_delta don't count
+        ([1.0, 0.95, 0.93], "min", 2, 0.02, False),  # 0.05 beats min_delta
+        ([1.0], "min", 1, 0.0, False),
+    ],
+)
+def test_should_stop_table(values, mode, patience, min_delta, stop):
+    decided, reason = should_stop(values, mode=mode, patience=patience, min_delta=min_delta)
+    assert decided is stop
+    assert bool(reason) is stop
+
+
+@pytest.mark.parametrize(
+    "schedule, step, expected",
+    [
+        ("constant", 50, 1.0),
+        ("onecycle", 0, 0.1),
+        ("onecycle", 10, 1.0),  # end of warm-up
+        ("onecycle", 55, 0.5),  # halfway down
+        ("onecycle", 100, 0.0),
+        ("cosine", 9, 1.0),  # warm-up reaches the base lr
+        ("cosine", 55, 0.5),
+        ("linear", 55, 0.5),
+        ("linear", 100, 0.0),
+    ],
+)
+def test_lr_schedules(schedule, step, expected):
+    assert lr_factor(schedule, step, total=100, warmup=10) == pytest.approx(expected, abs=1e-9)
+
+
+def test_recipe_round_trip_and_validation():
+    r = resolve_recipe("fast", epochs=3, augment=("flip",), model_kwargs={"widths": [8, 16, 32]})
+    assert Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    with pytest.raises(ConfigError, match="epochs=0 is invalid"):
+        resolve_recipe("fast", epochs=0)
+    with pytest.raises(ConfigError, match="needs a validation split"):
+        resolve_recipe("fast", monitor="val_acc")
+    with pytest.raises(ConfigError, match="unknown recipe field.*epoch"):
+        resolve_recipe("fast", epoch=3)
+    with pytest.raises(ConfigError, match="unknown augmentation 'flipp'"):
+        resolve_recipe("fast", augment=("flipp",))
+
+
+def test_run_folder_contents_and_model_file(learnable_dataset, tmp_path):
+    run = train(dataset=learnable_dataset, out=tmp_path / "run", **QUICK)
+    d = run.dir
+    for name in ("config.json", "history.csv", "model.pt", "metrics.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (d / name).is_file(), name
+    config = read_config(d)
+    assert config["status"] == "finished"
+    assert Recipe.from_dict(config["recipe"]) == run.recipe
+    assert config["environment"]["torch"] == torch.__version__
+    assert config["dataset"]["train"] == 1600 and config["dataset"]["val"] == 400
+    history = read_history(d)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert all(r["val_acc"] is not None and r["seconds"] > 0 for r in history)
+    # a data file, not code: loads with weights_only=True and rebuilds the model
+    payload = torch.load(d / "model.pt", weights_only=True)
+    assert payload["meta"]["arch"] == "baseline-dropout"
+    model, meta = load_model(d)
+    assert meta.classes == learnable_dataset.classes
+    assert not model.training
+    assert run.test_accuracy > 0.8  # chance is 0.1
+    assert json.loads((d / "metrics.json").read_text())["accuracy"] == run.test_accuracy
+
+
+def test_model_file_with_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "fmnist-model", "x": Evil()}, path)
+    with pytest.raises(ModelFileError, match="not a readable fmnist model"):
+        load_model(path)
+
+
+def test_crash_during_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    atomic_save({"epoch": 1, "w": torch.ones(3)}, path)
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"epoch": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert safe_load(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
+
+
+class _Plateau:
+    """Replaces val_loss with a constructed sequence and records the weights per epoch."""
+
+    def __init__(self, losses):
+        self.losses, self.weights = losses, {}
+
+    def on_epoch_end(self, state):
+        state.row["val_loss"] = self.losses[state.epoch - 1]
+        self.weights[state.epoch] = {k: v.clone() for k, v in state.model.state_dict().items()}
+
+
+def test_early_stopping_on_a_plateau_restores_best_weights(learnable_dataset, tmp_path):
+    plateau = _Plateau([1.0, 0.5, 0.7, 0.8, 0.9, 1.0])
+    run = train(dataset=learnable_dataset, out=tmp_path / "es", callbacks=[plateau],
+                **{**QUICK, "epochs": 6, "ema_decay": None, "patience": 2})
+    assert len(run.history) == 4  # best at 2, then 3 and 4 without improvement
+    assert "no improvement" in run.stop_reason
+    assert run.meta.metrics["weights_epoch"] == 2
+    final = run.model.state_dict()
+    for k, v in plateau.weights[2].items():
+        torch.testing.assert_close(final[k], v, rtol=0, atol=0)
+    assert any(not torch.equal(final[k], plateau.weights[4][k]) for k in final)  # restored
+
+
+class _InterruptAfter:
+    """Sends this process SIGINT at the end of an epoch, as a user pressing Ctrl-C."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, state):
+        if state.epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_after_interrupt_gives_identical_results(learnable_dataset, tmp_path):
+    ref = train(dataset=learnable_dataset, out=tmp_path / "ref", **QUICK)
+    with pytest.raises(TrainingInterrupted) as e:
+        train(dataset=learnable_dataset, out=tmp_path / "cut", callbacks=[_InterruptAfter(1)],
+              **QUICK)
+    assert e.value.epoch == 2 and e.value.step == 0
+    assert read_config(tmp_path / "cut")["status"] == "interrupted"
+    assert len(read_history(tmp_path / "cut")) == 1
+    resumed = train(dataset=learnable_dataset, resume=tmp_path / "cut")
+    assert resumed.test_metrics["accuracy"] == ref.test_metrics["accuracy"]
+    assert resumed.test_metrics["loss"] == ref.test_metrics["loss"]
+    a, b = _params(ref.model), _params(resumed.model)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    for r1, r2 in zip(read_history(ref.dir), read_history(resumed.dir), strict=True):
+        assert r1["train_loss"] == r2["train_loss"] and r1["val_loss"] == r2["val_loss"]
+
+
+def test_resume_rejects_overrides_and_missing_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="no checkpoints/last.pt"):
+        train(resume=tmp_path)
+
+
+def test_nan_loss_stops_with_epoch_and_step(learnable_dataset, tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch 1 step \d+"):
+        train(dataset=learnable_dataset, out=tmp_path / "nan", model="baseline-small",
+              optimizer="sgd", lr=1e12, epochs=1, precision="fp32")
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "fmnist", *map(str, args)],
+                          capture_output=True, text=True, **kw)
+
+
+@pytest.mark.slow
+def test_sigint_mid_epoch_exits_130_and_resume_matches(learnable_csv_dir, tmp_path):
+    common = ["--model", "baseline-small", "--epochs", "4", "--batch-size", "16",
+              "--optimizer", "adam", "--lr", "0.001", "--augment", "flip,translate:2",
+              "--seed", "3", "--data-dir", learnable_csv_dir, "--no-report"]
+    run_dir = tmp_path / "sig"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "fmnist", "train", *map(str, common),
+                             "--out", str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "history.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait for epoch 1 to end, so the signal lands inside training
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert f"fmnist train --resume {run_dir}" in err
+    ckpt = safe_load(run_dir / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] >= 2
+    resumed = _cli("train", "--resume", run_dir, "--no-report")
+    assert resumed.returncode == 0, resumed.stderr
+    ref = _cli("train", *common, "--out", tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr
+    m1 = json.loads((run_dir / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    assert m1["accuracy"] == m2["accuracy"] and m1["loss"] == m2["loss"]
+    assert "test accuracy" in ref.stdout and str(tmp_path / "ref") in ref.stdout
+
+
+def test_cli_train_usage_errors(tmp_path):
+    r = _cli("train", "--resume", tmp_path / "nothing")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "no checkpoints/last.pt" in r.stderr
+    r = _cli("train", "--recipe", "fsat")
+    assert r.returncode == 2 and "Did you mean 'fast'" in r.stderr
+
+
+@pytest.mark.realdata
+def test_short_training_on_real_subset_beats_chance(real_data_dir, tmp_path):
+    run = train("baseline-small", out=tmp_path / "real", data_dir=real_data_dir, epochs=2,
+                train_limit=3000, test_limit=1000, offline=True)
+    assert run.test_accuracy > 0.70  # chance is 0.10
+    assert np.isfinite(run.test_metrics["loss"])
