@@ -1,0 +1,652 @@
+"""Every figure of the project: pure functions that return a matplotlib ``Figure``.
+
+Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot state, nothing
+to close, safe in threads and servers) with constrained layout, and saved as PNG when a
+``path`` is given. Nothing here calls ``show()``; in a notebook the returned figure
+displays itself.
+
+Image arguments accept ``(N, 28, 28)`` or ``(N, 1, 28, 28)`` arrays (uint8 or float,
+numpy or torch); probabilities are ``(N, C)`` and labels ``(N,)`` ints.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+if "matplotlib.pyplot" not in sys.modules:  # never yank the backend from a live pyplot session
+    matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .errors import ConfigError  # noqa: E402
+
+__all__ = [
+    "DPI",
+    "sample_grid",
+    "class_distribution",
+    "training_curves",
+    "confusion_matrix_plot",
+    "confusion_matrices_plot",
+    "prediction_gallery",
+    "top_losses",
+    "reliability_diagram",
+    "gradcam_grid",
+    "filters_plot",
+    "feature_maps_plot",
+    "accuracy_vs_time",
+    "fig_to_png_bytes",
+    "save_figure",
+]
+
+DPI = 110
+_CORRECT, _WRONG = "tab:green", "tab:red"
+_TRUE_BAR, _PRED_BAR = "tab:blue", "tab:red"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _np(x: Any) -> np.ndarray:
+    """A numpy array from a numpy array, list or torch tensor (detached, on CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _images(images: Any) -> np.ndarray:
+    """``(N, H, W)`` array from ``(N, H, W)`` or ``(N, 1, H, W)`` input."""
+    arr = _np(images)
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 3:
+        raise ConfigError(f"images must have shape (N, H, W) or (N, 1, H, W), got {arr.shape}")
+    return arr
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
+    """Save ``fig`` as PNG at ``path`` (parent folders created) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, format="png")
+    return path
+
+
+def _finish(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def fig_to_png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
+    """PNG bytes of ``fig`` (for embedding in HTML reports as a data URI)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    return buf.getvalue()
+
+
+def _grid(n: int, max_cols: int | None = None) -> tuple[int, int]:
+    """(rows, cols) of a near-square grid holding ``n`` cells."""
+    cols = max(1, math.ceil(math.sqrt(n)))
+    if max_cols is not None:
+        cols = min(cols, max_cols)
+    return max(1, math.ceil(n / cols)), cols
+
+
+def _bare(ax: Axes) -> None:
+    """Hide ticks and spines but keep the x label (used as a caption)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for s in ax.spines.values():
+        s.set_visible(False)
+
+
+def _name(class_names: Sequence[str], i: int) -> str:
+    return str(class_names[i]) if 0 <= i < len(class_names) else str(i)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def sample_grid(
+    images: Any,
+    labels: Any,
+    class_names: Sequence[str],
+    *,
+    n: int = 25,
+    seed: int = 0,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """A seeded random sample of ``n`` images in a square grid, class name under each.
+
+    ``labels`` may be ``None`` for unlabeled images (no captions).
+    """
+    imgs = _images(images)
+    lab = None if labels is None else _np(labels).astype(int)
+    if len(imgs) == 0:
+        raise ConfigError("sample_grid got no images to show")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(imgs), size=min(n, len(imgs)), replace=False))
+    rows, cols = _grid(len(idx))
+    fig = _new_figure(1.45 * cols, 1.6 * rows + (0.35 if title else 0.0))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        _bare(ax)
+        if k >= len(idx):
+            ax.set_visible(False)
+            continue
+        ax.imshow(imgs[idx[k]], cmap="binary", interpolation="nearest")
+        if lab is not None:
+            ax.set_xlabel(_name(class_names, int(lab[idx[k]])), fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return _finish(fig, path)
+
+
+def class_distribution(
+    labels_by_split: Mapping[str, Any],
+    class_names: Sequence[str],
+    path: str | Path | None = None,
+) -> Figure:
+    """Grouped bar chart of the number of images per class, one bar per split."""
+    if not labels_by_split:
+        raise ConfigError("class_distribution needs at least one split, e.g. {'train': labels}")
+    c = len(class_names)
+    k = len(labels_by_split)
+    width = 0.8 / k
+    x = np.arange(c)
+    fig = _new_figure(max(6.0, 0.75 * c + 1.5), 4.2)
+    ax = fig.add_subplot()
+    for j, (split, labels) in enumerate(labels_by_split.items()):
+        counts = np.bincount(_np(labels).astype(int).ravel(), minlength=c)[:c]
+        bars = ax.bar(
+            x + (j - (k - 1) / 2) * width, counts, width, label=f"{split} ({counts.sum():,})"
+        )
+        if c <= 12 and k <= 3:
+            ax.bar_label(bars, fmt="%d", fontsize=7, padding=1, rotation=90 if k > 1 else 0)
+    ax.set_xticks(x, [str(n) for n in class_names], rotation=35, ha="right")
+    ax.set_ylabel("images")
+    ax.set_title("Images per class", pad=22)
+    ax.margins(y=0.15)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=k, fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _col(history: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
+    vals = [row.get(key) for row in history]
+    return np.array([np.nan if v is None else float(v) for v in vals], dtype=np.float64)
+
+
+def training_curves(history: Sequence[Mapping[str, Any]], path: str | Path | None = None) -> Figure:
+    """Accuracy and loss per epoch, train vs validation, best epoch (max val_acc) marked.
+
+    ``history`` rows have ``epoch, train_loss, train_acc, val_loss, val_acc``; validation
+    values may be ``None``/NaN (no validation split), then only train curves are drawn.
+    """
+    if not history:
+        raise ConfigError("training_curves got an empty history: train for at least one epoch")
+    epochs = _col(history, "epoch")
+    fig = _new_figure(10.0, 4.0)
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    val_acc = _col(history, "val_acc")
+    best = int(np.nanargmax(val_acc)) if np.isfinite(val_acc).any() else None
+    marker = "o" if len(history) <= 30 else None
+    for ax, metric, label in ((ax_acc, "acc", "accuracy"), (ax_loss, "loss", "loss")):
+        for split, color in (("train", "tab:blue"), ("val", "tab:orange")):
+            y = _col(history, f"{split}_{metric}")
+            if np.isfinite(y).any():
+                name = "train" if split == "train" else "validation"
+                ax.plot(epochs, y, color=color, marker=marker, markersize=3, label=name)
+        if best is not None:
+            ax.axvline(
+                epochs[best],
+                color="tab:green",
+                linestyle="--",
+                linewidth=1,
+                label=f"best epoch {epochs[best]:g}",
+            )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_title(label.capitalize())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if best is not None:
+        ax_acc.annotate(
+            f"val acc {val_acc[best]:.4f}",
+            xy=(epochs[best], val_acc[best]),
+            xytext=(-10, -25),
+            textcoords="offset points",
+            ha="right",
+            fontsize=8,
+            color="tab:green",
+            arrowprops={"arrowstyle": "->", "color": "tab:green"},
+        )
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _draw_cm(
+    fig: Figure, ax: Axes, cm: np.ndarray, class_names: Sequence[str], normalize: bool
+) -> None:
+    """Heatmap of ``cm`` on ``ax`` with a value in every cell and a colour bar."""
+    counts = np.asarray(cm, dtype=np.float64)
+    if normalize:
+        sums = counts.sum(axis=1, keepdims=True)
+        data = np.divide(counts, sums, out=np.zeros_like(counts), where=sums > 0)
+        fmt, vmax = "{:.2f}", 1.0
+    else:
+        data, fmt, vmax = counts, "{:.0f}", max(counts.max(), 1.0)
+    im = ax.imshow(data, cmap="Blues", vmin=0.0, vmax=vmax)
+    c = len(class_names)
+    size = 8 if c <= 10 else max(4, 80 // c)
+    for i in range(c):
+        for j in range(c):
+            v = data[i, j]
+            color = "white" if im.norm(v) > 0.5 else "black"
+            ax.text(j, i, fmt.format(v), ha="center", va="center", color=color, fontsize=size)
+    names = [str(n) for n in class_names]
+    ax.set_xticks(np.arange(c), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(c), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix" + (" (row-normalized)" if normalize else " (counts)"))
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of true class" if normalize else "count")
+
+
+def _check_cm(cm: Any, class_names: Sequence[str]) -> np.ndarray:
+    arr = _np(cm)
+    c = len(class_names)
+    if arr.shape != (c, c):
+        raise ConfigError(f"confusion matrix must be ({c}, {c}) for {c} classes, got {arr.shape}")
+    return arr
+
+
+def confusion_matrix_plot(
+    cm: Any,
+    class_names: Sequence[str],
+    *,
+    normalize: bool = False,
+    path: str | Path | None = None,
+) -> Figure:
+    """Confusion-matrix heatmap (rows = true) with numbers in the cells and a colour bar.
+
+    ``normalize=True`` divides each row by its total, so the diagonal is per-class recall.
+    """
+    cm = _check_cm(cm, class_names)
+    side = max(5.0, 0.55 * len(class_names) + 2.5)
+    fig = _new_figure(side + 1.0, side)
+    _draw_cm(fig, fig.add_subplot(), cm, class_names, normalize)
+    return _finish(fig, path)
+
+
+def confusion_matrices_plot(
+    cm: Any, class_names: Sequence[str], path: str | Path | None = None
+) -> Figure:
+    """Counts and row-normalized confusion matrices side by side."""
+    cm = _check_cm(cm, class_names)
+    side = max(5.0, 0.55 * len(class_names) + 2.5)
+    fig = _new_figure(2 * side + 2.0, side)
+    ax1, ax2 = fig.subplots(1, 2)
+    _draw_cm(fig, ax1, cm, class_names, normalize=False)
+    _draw_cm(fig, ax2, cm, class_names, normalize=True)
+    return _finish(fig, path)
+
+
+def prediction_gallery(
+    images: Any,
+    probs: Any,
+    labels: Any,
+    class_names: Sequence[str],
+    *,
+    n: int = 12,
+    cols: int = 3,
+    path: str | Path | None = None,
+) -> Figure:
+    """The first ``n`` images, each next to a bar chart of its class probabilities.
+
+    Bars are grey; the predicted class is red and the true class blue, drawn last, so a
+    correct prediction shows one blue bar and a wrong one a red and a blue bar. The
+    caption ``pred p% (true)`` is green when correct and red when wrong (as in the
+    Keras tutorial's ``plot_image`` / ``plot_value_array``).
+    """
+    imgs = _images(images)
+    p = _np(probs).astype(np.float64)
+    lab = _np(labels).astype(int)
+    n = min(n, len(imgs))
+    if n == 0:
+        raise ConfigError("prediction_gallery got no images to show")
+    rows, cols = math.ceil(n / min(cols, n)), min(cols, n)
+    c = p.shape[1]
+    fig = _new_figure(4.6 * cols, 1.9 * rows + 0.2)
+    gs = fig.add_gridspec(rows, 2 * cols, width_ratios=[1.0, 1.6] * cols)
+    names = [_name(class_names, i) for i in range(c)]
+    for k in range(n):
+        r, q = divmod(k, cols)
+        ax_img = fig.add_subplot(gs[r, 2 * q])
+        ax_bar = fig.add_subplot(gs[r, 2 * q + 1])
+        pred, true = int(p[k].argmax()), int(lab[k])
+        ax_img.imshow(imgs[k], cmap="binary", interpolation="nearest")
+        _bare(ax_img)
+        ax_img.set_xlabel(
+            f"{names[pred]} {100 * p[k, pred]:.0f}%\n({names[true]})",
+            color=_CORRECT if pred == true else _WRONG,
+            fontsize=8,
+        )
+        bars = ax_bar.barh(np.arange(c), p[k], color="#999999")
+        bars[pred].set_color(_PRED_BAR)
+        bars[true].set_color(_TRUE_BAR)
+        ax_bar.set_xlim(0, 1)
+        ax_bar.set_yticks(np.arange(c), names, fontsize=6)
+        ax_bar.invert_yaxis()
+        ax_bar.set_xticks([0, 0.5, 1])
+        ax_bar.tick_params(axis="x", labelsize=6)
+    fig.suptitle("Predictions (blue = true class, red = wrong prediction)", fontsize=10)
+    return _finish(fig, path)
+
+
+def top_losses(
+    images: Any,
+    probs: Any,
+    labels: Any,
+    class_names: Sequence[str],
+    *,
+    k: int = 16,
+    path: str | Path | None = None,
+) -> Figure:
+    """The ``k`` most confidently wrong images (largest loss among misclassified ones).
+
+    Each caption reads ``pred / true`` then ``p=<prob of pred> loss=<-log p_true>``, like
+    fastai's ``plot_top_losses``. With no mistakes the figure says so.
+    """
+    imgs = _images(images)
+    p = _np(probs).astype(np.float64)
+    lab = _np(labels).astype(int)
+    preds = p.argmax(axis=1)
+    loss = -np.log(np.clip(p[np.arange(len(lab)), lab], 1e-12, None))
+    wrong = np.flatnonzero(preds != lab)
+    order = wrong[np.argsort(-loss[wrong], kind="stable")][:k]
+    if len(order) == 0:
+        fig = _new_figure(4.0, 2.0)
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No misclassified images", ha="center", va="center", fontsize=12)
+        return _finish(fig, path)
+    rows, cols = _grid(len(order))
+    fig = _new_figure(1.9 * cols, 2.1 * rows + 0.3)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for j, ax in enumerate(axes.flat):
+        _bare(ax)
+        if j >= len(order):
+            ax.set_visible(False)
+            continue
+        i = order[j]
+        ax.imshow(imgs[i], cmap="binary", interpolation="nearest")
+        ax.set_xlabel(
+            f"{_name(class_names, int(preds[i]))} / {_name(class_names, int(lab[i]))}\n"
+            f"p={p[i, preds[i]]:.2f} loss={loss[i]:.2f}",
+            fontsize=7,
+        )
+    fig.suptitle("Top losses: predicted / true, p(predicted), loss", fontsize=10)
+    return _finish(fig, path)
+
+
+def reliability_diagram(
+    reliability_table: Sequence[Mapping[str, Any]],
+    ece: float,
+    path: str | Path | None = None,
+) -> Figure:
+    """Accuracy per confidence bin against the diagonal, gaps shaded, ECE in the title.
+
+    Takes :func:`fmnist.metrics.reliability_table` output. A small log-scale histogram
+    underneath shows how many samples fall in each bin.
+    """
+    if not reliability_table:
+        raise ConfigError("reliability_diagram got an empty reliability table")
+    lo = np.array([float(r["lo"]) for r in reliability_table])
+    hi = np.array([float(r["hi"]) for r in reliability_table])
+    count = np.array([int(r["count"]) for r in reliability_table])
+    acc = np.array(
+        [np.nan if r["accuracy"] is None else float(r["accuracy"]) for r in reliability_table]
+    )
+    conf = np.array(
+        [np.nan if r["confidence"] is None else float(r["confidence"]) for r in reliability_table]
+    )
+    mid, width = (lo + hi) / 2, hi - lo
+    has = count > 0
+    fig = _new_figure(5.5, 6.5)
+    ax, ax_n = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    ax.bar(
+        mid[has],
+        acc[has],
+        width[has],
+        color="tab:blue",
+        edgecolor="black",
+        linewidth=0.6,
+        label="accuracy",
+    )
+    gap_bottom = np.minimum(acc, conf)[has]
+    ax.bar(
+        mid[has],
+        np.abs(conf - acc)[has],
+        width[has],
+        bottom=gap_bottom,
+        facecolor="none",
+        edgecolor="tab:red",
+        hatch="//",
+        linewidth=0.8,
+        label="gap to confidence",
+    )
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability diagram — ECE {100 * ece:.2f}%")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    ax_n.bar(mid, count, width, color="gray", edgecolor="black", linewidth=0.5)
+    if (count > 0).any():
+        ax_n.set_yscale("log")
+    ax_n.set_ylabel("count (log)")
+    ax_n.set_xlabel("confidence (max probability)")
+    ax_n.grid(alpha=0.3)
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- explanation
+
+
+def gradcam_grid(
+    images: Any,
+    cams: Any,
+    labels: Any,
+    preds: Any,
+    class_names: Sequence[str],
+    path: str | Path | None = None,
+    *,
+    per_class: int = 3,
+) -> Figure:
+    """Grad-CAM heatmaps (jet, alpha 0.5) over the images, one column per true class.
+
+    Shows the first ``per_class`` images of each class present; the caption is the
+    prediction, green when correct and red when wrong. One colour bar for all maps.
+    """
+    imgs = _images(images)
+    cam = _images(cams).astype(np.float64)
+    lab, prd = _np(labels).astype(int), _np(preds).astype(int)
+    classes = [c for c in range(len(class_names)) if (lab == c).any()]
+    if not classes:
+        raise ConfigError("gradcam_grid got no images whose label is a known class")
+    rows = min(per_class, max(int((lab == c).sum()) for c in classes))
+    cols = len(classes)
+    fig = _new_figure(1.45 * cols + 0.9, 1.65 * rows + 0.5)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    mappable = None
+    for q, c in enumerate(classes):
+        idx = np.flatnonzero(lab == c)[:rows]
+        axes[0, q].set_title(_name(class_names, c), fontsize=9)
+        for r in range(rows):
+            ax = axes[r, q]
+            _bare(ax)
+            if r >= len(idx):
+                ax.axis("off")
+                continue
+            i = idx[r]
+            ax.imshow(imgs[i], cmap="gray", interpolation="nearest")
+            mappable = ax.imshow(
+                cam[i], cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0, interpolation="bilinear"
+            )
+            ok = prd[i] == lab[i]
+            ax.set_xlabel(
+                f"pred: {_name(class_names, int(prd[i]))}",
+                fontsize=7,
+                color=_CORRECT if ok else _WRONG,
+            )
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes, shrink=0.8, label="Grad-CAM importance")
+    fig.suptitle("Grad-CAM: where the model looks (columns = true class)", fontsize=10)
+    return _finish(fig, path)
+
+
+def filters_plot(weight: Any, path: str | Path | None = None) -> Figure:
+    """Kernels of a conv layer, ``weight`` of shape ``(O, I, kh, kw)``, on one diverging scale.
+
+    With more than one input channel each kernel is averaged over its input channels.
+    """
+    w = _np(weight).astype(np.float64)
+    if w.ndim != 4:
+        raise ConfigError(f"filters_plot expects conv weights (O, I, kh, kw), got {w.shape}")
+    k = w.mean(axis=1)
+    rows, cols = _grid(len(k))
+    lim = float(np.abs(k).max()) or 1.0
+    fig = _new_figure(1.0 * cols + 1.2, 1.05 * rows + 0.4)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    im = None
+    for j, ax in enumerate(axes.flat):
+        _bare(ax)
+        if j >= len(k):
+            ax.set_visible(False)
+            continue
+        im = ax.imshow(k[j], cmap="bwr", vmin=-lim, vmax=lim, interpolation="nearest")
+        ax.set_title(str(j), fontsize=7, pad=2)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="weight")
+    title = f"{len(k)} filters {w.shape[2]}×{w.shape[3]}"
+    fig.suptitle(title + (" (mean over input channels)" if w.shape[1] > 1 else ""), fontsize=10)
+    return _finish(fig, path)
+
+
+def feature_maps_plot(
+    image: Any, maps: Any, path: str | Path | None = None, max_maps: int = 32
+) -> Figure:
+    """The input image beside up to ``max_maps`` activation maps ``(C, H, W)``, one scale."""
+    img = _np(image).astype(np.float64).squeeze()
+    m = _np(maps).astype(np.float64)
+    if m.ndim != 3:
+        raise ConfigError(f"feature_maps_plot expects maps of shape (C, H, W), got {m.shape}")
+    if img.ndim != 2:
+        raise ConfigError(f"feature_maps_plot expects one (H, W) image, got {img.shape}")
+    m = m[:max_maps]
+    cols = min(8, len(m))
+    rows = math.ceil(len(m) / cols)
+    fig = _new_figure(2.6 + 1.1 * cols + 1.0, max(2.8, 1.15 * rows + 0.5))
+    left, right = fig.subfigures(1, 2, width_ratios=[2.6, 1.1 * cols + 1.0])
+    ax_in = left.add_subplot()
+    ax_in.imshow(img, cmap="gray", interpolation="nearest")
+    _bare(ax_in)
+    ax_in.set_title("input", fontsize=10)
+    axes = right.subplots(rows, cols, squeeze=False)
+    vmin, vmax = float(m.min()), float(m.max())
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    im = None
+    for j, ax in enumerate(axes.flat):
+        _bare(ax)
+        if j >= len(m):
+            ax.set_visible(False)
+            continue
+        im = ax.imshow(m[j], cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.set_title(str(j), fontsize=7, pad=2)
+    right.colorbar(im, ax=axes, shrink=0.8, label="activation")
+    right.suptitle(f"{len(m)} feature maps {m.shape[1]}×{m.shape[2]}", fontsize=10)
+    return _finish(fig, path)
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def accuracy_vs_time(
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    path: str | Path | None = None,
+    targets: Sequence[float] = (0.91, 0.93, 0.945),
+) -> Figure:
+    """Test accuracy against wall-clock seconds, one line per run, target lines dotted.
+
+    The first point where a run reaches each target is circled. The time axis is
+    logarithmic when the runs span more than a factor of 30.
+    """
+    if not curves:
+        raise ConfigError("accuracy_vs_time needs at least one curve {name: [(seconds, acc)]}")
+    fig = _new_figure(7.5, 4.5)
+    ax = fig.add_subplot()
+    all_t: list[float] = []
+    all_a: list[float] = []
+    for name, pts in curves.items():
+        arr = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+        if len(arr) == 0:
+            continue
+        arr = arr[np.argsort(arr[:, 0], kind="stable")]
+        (line,) = ax.plot(arr[:, 0], arr[:, 1], marker=".", label=name)
+        all_t += arr[:, 0].tolist()
+        all_a += arr[:, 1].tolist()
+        for t in targets:
+            hit = np.flatnonzero(arr[:, 1] >= t)
+            if len(hit):
+                ax.plot(
+                    *arr[hit[0]],
+                    marker="o",
+                    markersize=9,
+                    markerfacecolor="none",
+                    color=line.get_color(),
+                )
+    for t in targets:
+        ax.axhline(t, linestyle=":", color="gray", linewidth=1)
+        ax.annotate(
+            f"{100 * t:g}%",
+            xy=(1.0, t),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+            color="gray",
+        )
+    pos = [t for t in all_t if t > 0]
+    if pos and max(pos) / min(pos) > 30:
+        ax.set_xscale("log")
+    if all_a:
+        lo = min(min(all_a), min(targets, default=1.0))
+        ax.set_ylim(max(0.0, lo - 0.02), min(1.0, max(max(all_a), max(targets, default=0)) + 0.01))
+    ax.set_xlabel("training time (s)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Accuracy vs training time")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    return _finish(fig, path)
