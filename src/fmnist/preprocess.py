@@ -1,0 +1,630 @@
+"""Any real photo -> a dataset-like 28x28 uint8 image -> a normalized 1x28x28 tensor.
+
+Fashion-MNIST items are light garments on a black background whose longest side
+fills the 28 px frame; a phone photo is a dark item on a light background, in colour,
+off-centre, EXIF-rotated and thousands of pixels wide. :func:`preprocess` bridges the
+gap and can return every intermediate step so a user sees what the model sees::
+
+    load (defensive decode, EXIF, alpha, 16-bit, CMYK)
+    -> grayscale (ITU-R 601 luma) at <= WORK_SIZE px
+    -> background = median of the outer ring
+    -> polarity: invert when the item is darker than the background
+    -> item mask: Otsu on |image - background|, largest connected component(s)
+    -> crop to the bbox -> pad to a square (black) -> resize to 28x28
+    -> stretch so the brightest part is 255 and the background 0
+
+A 28x28 input is taken to be dataset-like already and passes through untouched
+(inverted only if its background is light), so a test image saved as PNG comes back
+byte-identical.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+Source = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO | Image.Image | np.ndarray
+
+MAX_IMAGE_PIXELS: int = 40_000_000
+"""Largest width*height accepted, checked from the header before any pixel is decoded."""
+MAX_FILE_BYTES: int = 10 * 1024 * 1024
+"""Largest encoded file accepted (10 MiB)."""
+
+ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "DIB", "TIFF")
+"""Pillow decoders we let near user input (MPO: phone JPEGs with a multi-picture index)."""
+
+SIZE: int = 28
+"""Side of a dataset image."""
+WORK_SIZE: int = 512
+"""Longest side of the grayscale working image all analysis runs on."""
+
+# How dataset items fill their frame, measured on the 10,000 test images with
+#   PYTHONPATH=src python benchmarks/frame_fill.py        (threshold 0: any non-zero pixel)
+# bbox longest side: 28 px in 98.3% of images (>= 27 px in 99.98%); the height is the longest
+# side in 65% (tops, trousers, dresses, coats), the width in the rest (sandals, sneakers, boots,
+# bags); bbox centre (13.5, 13.5) in the median (p5..p95 13.5..14.0), so items are centred by
+# their bounding box, not by their centre of mass (that ranges 12.1..17.1 px); max intensity 255
+# (p5 254), background exactly 0 (50% of all pixels). The dataset was made by scaling the
+# longest side to 28 px and centring the short side -- we do the same.
+FILL_LONGEST_PX: int = 28
+"""Length of the item's longest bbox side in the output (no margin)."""
+TARGET_MAX: int = 255
+"""Brightest output pixel, like dataset items (median max 255)."""
+
+PASSTHROUGH_LIGHT_RING: float = 128.0
+"""A 28x28 input whose 1-px outer ring has a mean of at least this is an inverted item: invert
+it back. Measured (same script, both splits): the ring mean is at most 107.5 over all 70,000
+images (so every inverted one is >= 147.5); the ring *median* reaches 163 in two train images
+whose item touches the whole border, hence the mean."""
+RING_FRACTION: float = 0.02
+"""Width of the outer ring used to estimate the background, as a fraction of the short side."""
+MIN_CONTRAST: float = 12.0
+"""Smallest item-vs-background difference (grey levels) that counts as an item."""
+KEEP_COMPONENT_FRACTION: float = 0.1
+"""Besides the largest component, keep those with at least this fraction of its area."""
+CUTOUT_LIGHT_LUMA: float = 200.0
+"""A transparent-background cut-out is composited on white (like the dataset's studio photos)
+unless the object's median luma is at least this; then on black, so it stays visible."""
+
+
+@dataclass(frozen=True, eq=False)
+class Preprocessed:
+    """The result of :func:`preprocess`.
+
+    ``image`` is dataset-like (uint8 28x28, light item on black). ``bbox`` is
+    ``(left, top, right, bottom)``, right/bottom exclusive, in the grayscale working image
+    (the first step); ``None`` on pass-through.
+    """
+
+    image: np.ndarray
+    steps: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    inverted: bool = False
+    bbox: tuple[int, int, int, int] | None = None
+    passthrough: bool = False
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_image(
+    source: Source,
+    *,
+    name: str | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    max_bytes: int = MAX_FILE_BYTES,
+    draft_size: int | None = None,
+) -> Image.Image:
+    """Decode ``source`` defensively into an ``"L"`` or ``"RGB"`` Pillow image.
+
+    Accepts a path, bytes, a binary file object, a Pillow image or a numpy array
+    (uint8, integer or float in 0..1 / 0..255; HxW, HxWx{1,3,4} or 1xHxW). Only PNG, JPEG,
+    WebP, GIF (first frame), BMP and TIFF are decoded. EXIF orientation is applied, alpha is
+    composited (a cut-out's transparent background becomes background), palette, 1-bit,
+    16-bit and CMYK are converted. The pixel count is checked from the header before any
+    pixel is decoded. ``draft_size`` lets JPEGs decode at a reduced DCT scale whose longest
+    side is still at least that many pixels (much faster for phone photos).
+
+    Raises :class:`ImageError` naming the input for a missing, empty, oversized, truncated,
+    zero-size or non-image input.
+    """
+    label = _label(source, name)
+    if isinstance(source, np.ndarray):
+        image = _array_to_image(source, label, max_pixels)
+    elif isinstance(source, Image.Image):
+        image = _checked_load(source, label, max_pixels, None)  # no draft: the caller's object
+    else:
+        data = _read_bytes(source, label, max_bytes)
+        image = _decode(data, label, max_pixels, draft_size)
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception as exc:  # a malformed EXIF block must not lose an otherwise fine image
+        logger.warning("%s: ignoring unreadable EXIF orientation (%s)", label, exc)
+    return _standard_mode(image, label)
+
+
+def _label(source: object, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, str | os.PathLike):
+        return os.fspath(source)  # type: ignore[return-value]
+    if isinstance(source, np.ndarray):
+        return "<array>"
+    if isinstance(source, bytes | bytearray | memoryview):
+        return "<bytes>"
+    if isinstance(source, Image.Image):
+        return str(getattr(source, "filename", "") or "<PIL image>")
+    stream_name = getattr(source, "name", None)
+    return stream_name if isinstance(stream_name, str) else "<stream>"
+
+
+def _read_bytes(source: object, label: str, max_bytes: int) -> bytes:
+    """The encoded bytes of a path, bytes-like or binary stream, size-checked."""
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"{label}: no such file; check the path")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageError(
+                f"{label}: file is {size:,} bytes, more than the {max_bytes:,} allowed; "
+                "resize or recompress it (e.g. a JPEG under 10 MB)"
+            )
+        data = path.read_bytes()
+    elif isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    elif hasattr(source, "read"):
+        data = source.read(max_bytes + 1)
+        if not isinstance(data, bytes | bytearray):
+            raise ImageError(
+                f"{label}: stream returned {type(data).__name__}, not bytes; "
+                "open the file in binary mode ('rb')"
+            )
+        data = bytes(data)
+    else:
+        raise TypeError(
+            f"cannot read an image from {type(source).__name__}; pass a path, bytes, a binary "
+            "file object, a PIL.Image.Image or a numpy array"
+        )
+    if not data:
+        raise ImageError(
+            f"{label}: file is empty (0 bytes); pass a PNG, JPEG, WebP, GIF, BMP or TIFF image"
+        )
+    if len(data) > max_bytes:
+        raise ImageError(f"{label}: more than {max_bytes:,} bytes; resize or recompress it")
+    return data
+
+
+def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
+    w, h = size
+    if w <= 0 or h <= 0:
+        raise ImageError(f"{label}: image has zero size ({w}x{h}); pass a non-empty image")
+    if w * h > max_pixels:
+        raise ImageError(
+            f"{label}: image is {w}x{h} = {w * h:,} pixels, more than the {max_pixels:,} "
+            "allowed (possible decompression bomb); downscale it first"
+        )
+
+
+def _decode(data: bytes, label: str, max_pixels: int, draft_size: int | None) -> Image.Image:
+    """Open (header only), check the size, then decode the pixels."""
+    try:
+        Image.init()  # registers all plugins (idempotent), so every allowed format is known
+        formats = [f for f in ALLOWED_FORMATS if f in Image.OPEN]
+        image = Image.open(io.BytesIO(data), formats=formats)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(
+            f"{label}: refused as a decompression bomb ({exc}); downscale it first"
+        ) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(
+            f"{label}: not a readable image ({len(data):,} bytes, unknown or corrupt header); "
+            "supported formats are PNG, JPEG, WebP, GIF, BMP and TIFF -- convert it (e.g. "
+            "HEIC to JPEG)"
+        ) from exc
+    except Exception as exc:
+        raise ImageError(
+            f"{label}: cannot read the image header ({exc}); re-save it as PNG or JPEG"
+        ) from exc
+    return _checked_load(image, label, max_pixels, draft_size)
+
+
+def _checked_load(
+    image: Image.Image, label: str, max_pixels: int, draft_size: int | None
+) -> Image.Image:
+    _check_size(image.size, label, max_pixels)
+    try:
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)  # animated GIF/WebP/TIFF: the first frame only
+        if draft_size and image.format in ("JPEG", "MPO") and max(image.size) > 2 * draft_size:
+            scale = max(image.size) / draft_size
+            image.draft(image.mode, (int(image.size[0] / scale), int(image.size[1] / scale)))
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(
+            f"{label}: refused as a decompression bomb ({exc}); downscale it first"
+        ) from exc
+    except Exception as exc:
+        raise ImageError(
+            f"{label}: image data is truncated or corrupt ({exc}); "
+            "re-export or re-download the file"
+        ) from exc
+    _check_size(image.size, label, max_pixels)
+    return image
+
+
+def _standard_mode(image: Image.Image, label: str) -> Image.Image:
+    """Any Pillow mode -> "L" or "RGB" (alpha composited, 16-bit scaled, CMYK converted)."""
+    mode = image.mode
+    if mode in ("L", "RGB"):
+        return image
+    if mode == "1":
+        return image.convert("L")
+    if mode == "P":
+        has_alpha = "transparency" in image.info
+        return _standard_mode(image.convert("RGBA" if has_alpha else "RGB"), label)
+    if mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        rgba = np.asarray(image.convert("RGBA"))
+        return Image.fromarray(_flatten_alpha(rgba, label))
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_to_uint8(np.asarray(image), label))
+    try:
+        return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
+    except Exception as exc:
+        raise ImageError(
+            f"{label}: unsupported pixel mode {mode!r} ({exc}); "
+            "re-save it as an RGB or grayscale PNG/JPEG"
+        ) from exc
+
+
+def _to_uint8(arr: np.ndarray, label: str) -> np.ndarray:
+    """Scale an integer/float/bool array to uint8: floats in 0..1 or 0..255, 16-bit /257."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        x = arr.astype(np.float64)
+        if not np.isfinite(x).all():
+            raise ImageError(f"{label}: array contains NaN or infinity; pass finite values")
+        if x.size and x.max() <= 1.0:
+            x = x * 255.0
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        x = arr.astype(np.int64)
+        top = int(x.max()) if x.size else 0
+        if top > 65535:
+            x = x * 255 // top
+        elif top > 255 or arr.dtype.itemsize == 2:
+            x = (x + 128) // 257  # full 16-bit range -> 8 bits
+        return np.clip(x, 0, 255).astype(np.uint8)
+    raise ImageError(f"{label}: unsupported array dtype {arr.dtype}; pass uint8 or float")
+
+
+def _array_to_image(arr: np.ndarray, label: str, max_pixels: int) -> Image.Image:
+    """A numpy image (HxW, HxWx{1,3,4} or {1,3}xHxW) -> a Pillow image."""
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # CHW -> HWC
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
+        raise ImageError(
+            f"{label}: array of shape {arr.shape} is not an image; pass HxW, HxWx1, HxWx3 or HxWx4"
+        )
+    _check_size((a.shape[1], a.shape[0]), label, max_pixels)
+    a = np.ascontiguousarray(_to_uint8(a, label))
+    if a.ndim == 3 and a.shape[-1] == 4:
+        return Image.fromarray(a, "RGBA")
+    return Image.fromarray(a, "RGB" if a.ndim == 3 else "L")
+
+
+def _ring(a: np.ndarray, width: int) -> np.ndarray:
+    """The pixels of the outer ring of ``width`` px of an HxW(xC) array, flattened over HxW."""
+    h, w = a.shape[:2]
+    width = max(1, min(width, h // 2 or 1, w // 2 or 1))
+    parts = [
+        a[:width],
+        a[h - width :],
+        a[width : h - width, :width],
+        a[width : h - width, w - width :],
+    ]
+    return np.concatenate([p.reshape(-1, *a.shape[2:]) for p in parts])
+
+
+def _flatten_alpha(rgba: np.ndarray, label: str) -> np.ndarray:
+    """Composite RGBA on a background: a cut-out (transparent border) on white -- or black for
+    a near-white object -- otherwise on the median colour of the opaque border."""
+    alpha = rgba[..., 3].astype(np.float32) / 255.0
+    rgb = rgba[..., :3].astype(np.float32)
+    if alpha.min() >= 1.0:
+        return rgba[..., :3].copy()
+    if alpha.max() <= 0.0:
+        raise ImageError(f"{label}: image is fully transparent; nothing to classify")
+    width = max(1, round(min(alpha.shape) * RING_FRACTION))
+    ring_a = _ring(alpha, width)
+    if (ring_a < 0.5).mean() > 0.5:  # cut-out: the object is opaque, the background is not
+        obj = alpha > 0.5
+        luma = rgb[obj] @ np.array([0.299, 0.587, 0.114], np.float32)
+        light_object = luma.size and float(np.median(luma)) >= CUTOUT_LIGHT_LUMA
+        bg = np.full(3, 0.0 if light_object else 255.0, np.float32)
+    else:
+        ring_rgb = _ring(rgb, width)[ring_a >= 0.5]
+        bg = np.median(ring_rgb, axis=0).astype(np.float32)
+    out = rgb * alpha[..., None] + bg * (1.0 - alpha[..., None])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of uint8-range values (maximises the between-class variance)."""
+    hist = np.bincount(np.clip(values, 0, 255).astype(np.int64).ravel(), minlength=256)
+    hist = hist.astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * levels)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(np.argmax(between)) + 0.5  # foreground: values > threshold
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """8-connected components of a boolean mask via row runs + union-find.
+
+    Returns the area of each component and, per component, the indices of its runs in
+    ``_runs(mask)`` order; cost is linear in the number of runs, not pixels.
+    """
+    rows, starts, ends = _runs(mask)
+    n = len(rows)
+    if n == 0:
+        return np.zeros(0, np.int64), []
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    # Runs of each row are contiguous and sorted by start; for each run in row r+1, the runs
+    # of row r touching it (8-connectivity: [s-1, e+1)) form a contiguous range.
+    row_first = np.searchsorted(rows, np.arange(mask.shape[0] + 1))
+    for r in range(mask.shape[0] - 1):
+        a0, a1, b0, b1 = row_first[r], row_first[r + 1], row_first[r + 1], row_first[r + 2]
+        if a0 == a1 or b0 == b1:
+            continue
+        lo = np.searchsorted(ends[a0:a1], starts[b0:b1], side="left") + a0
+        hi = np.searchsorted(starts[a0:a1], ends[b0:b1], side="right") + a0
+        for b, i0, i1 in zip(range(b0, b1), lo.tolist(), hi.tolist(), strict=True):
+            for a in range(i0, i1):
+                ra, rb = find(a), find(b)
+                if ra != rb:
+                    parent[ra] = rb
+    roots = np.array([find(i) for i in range(n)])
+    _, comp = np.unique(roots, return_inverse=True)
+    areas = np.bincount(comp, weights=ends - starts).astype(np.int64)
+    order = np.argsort(comp, kind="stable")
+    groups = np.split(order, np.cumsum(np.bincount(comp))[:-1])
+    return areas, groups
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Horizontal runs of True: row, start, end (exclusive), sorted by row then start."""
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = mask
+    d = np.diff(padded, axis=1)
+    rows, starts = np.nonzero(d == 1)
+    _, ends = np.nonzero(d == -1)
+    return rows, starts, ends
+
+
+def _runs_to_mask(shape: tuple[int, int], rows, starts, ends) -> np.ndarray:
+    delta = np.zeros((shape[0], shape[1] + 1), np.int32)
+    np.add.at(delta, (rows, starts), 1)
+    np.add.at(delta, (rows, ends), -1)
+    return np.cumsum(delta, axis=1)[:, :-1] > 0
+
+
+def _item_mask(diff: np.ndarray, label: str) -> np.ndarray:
+    """Boolean mask of the item: Otsu on the (smoothed) |image - background|, then the
+    largest 8-connected component plus those at least KEEP_COMPONENT_FRACTION of its size."""
+    if float(diff.max()) < MIN_CONTRAST:
+        raise ImageError(
+            f"{label}: no item stands out from the background (max difference "
+            f"{float(diff.max()):.0f} grey levels); photograph the item on a plain background "
+            "of a contrasting colour"
+        )
+    threshold = max(_otsu(diff), MIN_CONTRAST / 2)
+    raw = Image.fromarray((diff > threshold).astype(np.uint8) * 255)
+    # opening (3x3) removes speckle noise so it neither joins nor pads the item
+    opened = np.asarray(raw.filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3)))
+    mask = opened > 0
+    if not mask.any():
+        mask = diff > threshold
+    rows, starts, ends = _runs(mask)
+    areas, groups = _components(mask)
+    keep = np.flatnonzero(areas >= KEEP_COMPONENT_FRACTION * areas.max())
+    idx = np.concatenate([groups[k] for k in keep])
+    return _runs_to_mask(mask.shape, rows[idx], starts[idx], ends[idx])
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+def preprocess(
+    source: Source, *, return_steps: bool = False, name: str | None = None
+) -> Preprocessed:
+    """Turn a photo (or a dataset image) into a dataset-like 28x28 uint8 image.
+
+    Large photos are analysed at <= WORK_SIZE px. A 28x28 input passes through
+    unchanged (inverted back if its background is light). Set ``return_steps`` to get the
+    named intermediate images for :func:`save_steps`.
+    """
+    label = _label(source, name)
+    image = load_image(source, name=label, draft_size=WORK_SIZE)
+    gray_img = image.convert("L")  # ITU-R 601-2 luma: L = 0.299 R + 0.587 G + 0.114 B
+    steps: list[tuple[str, np.ndarray]] = []
+
+    if gray_img.size == (SIZE, SIZE):
+        gray = np.asarray(gray_img).copy()
+        inverted = float(_ring(gray, 1).mean()) >= PASSTHROUGH_LIGHT_RING
+        out = 255 - gray if inverted else gray
+        if return_steps:
+            steps = [("input", gray)] + ([("inverted", out)] if inverted else []) + [("28x28", out)]
+        return Preprocessed(image=out, steps=steps, inverted=inverted, passthrough=True)
+
+    if max(gray_img.size) > WORK_SIZE:
+        scale = WORK_SIZE / max(gray_img.size)
+        size = (max(1, round(gray_img.width * scale)), max(1, round(gray_img.height * scale)))
+        gray_img = gray_img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    gray = np.asarray(gray_img)
+    h, w = gray.shape
+
+    ring_width = max(1, round(min(h, w) * RING_FRACTION))
+    background = float(np.median(_ring(gray, ring_width)))
+    radius = max(1.0, max(h, w) / 256)
+    smooth = np.asarray(gray_img.filter(ImageFilter.GaussianBlur(radius)), np.float32)
+    mask = _item_mask(np.abs(smooth - background), label)
+
+    signed = gray.astype(np.float32) - background
+    inverted = bool(signed[mask].mean() < 0)  # item darker than background: a light background
+    item = np.clip(-signed if inverted else signed, 0, None)
+    keep = (
+        np.asarray(
+            Image.fromarray(mask.astype(np.uint8) * 255).filter(
+                ImageFilter.MaxFilter(2 * max(1, round(radius)) + 1)
+            )
+        )
+        > 0
+    )
+    item = np.where(keep, item, 0.0).astype(np.float32)  # shadows / clutter outside -> 0
+
+    ys, xs = np.nonzero(mask)
+    top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    crop = item[top:bottom, left:right]
+    side = max(crop.shape)
+    square = np.zeros((side, side), np.float32)
+    oy, ox = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
+    square[oy : oy + crop.shape[0], ox : ox + crop.shape[1]] = crop
+
+    # the longest side of the item fills the frame: FILL_LONGEST_PX of SIZE (measured: 28/28)
+    inner = FILL_LONGEST_PX
+    # BOX = exact area average: no negative lobes, so no ringing into the black background
+    small = np.asarray(Image.fromarray(square, "F").resize((inner, inner), Image.Resampling.BOX))
+    framed = np.zeros((SIZE, SIZE), np.float32)
+    o = (SIZE - inner) // 2
+    framed[o : o + inner, o : o + inner] = np.clip(small, 0, None)
+    peak = float(framed.max())
+    out = (
+        np.clip(np.rint(framed * (TARGET_MAX / peak)), 0, 255).astype(np.uint8)
+        if peak > 0
+        else np.zeros((SIZE, SIZE), np.uint8)
+    )
+
+    if return_steps:
+
+        def u8(a: np.ndarray) -> np.ndarray:
+            return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+        steps = [("grayscale", gray.copy())]
+        if inverted:
+            steps.append(("inverted", 255 - gray))
+        steps += [
+            ("background removed", u8(item)),
+            ("item mask", mask.astype(np.uint8) * 255),
+            ("cropped", u8(crop)),
+            ("square", u8(square)),
+            ("28x28", out),
+        ]
+    return Preprocessed(
+        image=out,
+        steps=steps,
+        inverted=inverted,
+        bbox=(left, top, right, bottom),
+        passthrough=False,
+    )
+
+
+def naive_preprocess(source: Source) -> np.ndarray:
+    """What the tutorials do: grayscale, squash to 28x28, no inversion, no crop (a baseline)."""
+    image = load_image(source, draft_size=WORK_SIZE).convert("L")
+    return np.asarray(image.resize((SIZE, SIZE), Image.Resampling.BILINEAR)).copy()
+
+
+# --------------------------------------------------------------------------- tensors
+
+
+def normalize(image_uint8: np.ndarray, mean: float, std: float) -> torch.Tensor:
+    """uint8 HxW (28x28) -> float32 1xHxW tensor ``(x / 255 - mean) / std``."""
+    import torch
+
+    a = np.asarray(image_uint8)
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2 or a.dtype != np.uint8:
+        raise ImageError(
+            f"normalize: expected a uint8 HxW image (e.g. 28x28), got {a.dtype} "
+            f"{a.shape}; run preprocess() first"
+        )
+    if std <= 0:
+        raise ValueError(f"normalize: std must be positive, got {std}")
+    x = torch.from_numpy(a.astype(np.float32) / 255.0)
+    return ((x - mean) / std).unsqueeze(0)
+
+
+def to_tensor_batch(images: Sequence[np.ndarray], mean: float, std: float) -> torch.Tensor:
+    """A sequence of uint8 HxW images -> a float32 (N, 1, H, W) normalized batch."""
+    import torch
+
+    if len(images) == 0:
+        raise ImageError("to_tensor_batch: got no images; pass at least one")
+    shapes = {np.asarray(im).shape[-2:] for im in images}
+    if len(shapes) != 1:
+        raise ImageError(
+            f"to_tensor_batch: images differ in size {sorted(shapes)}; preprocess them all to 28x28"
+        )
+    return torch.stack([normalize(im, mean, std) for im in images])
+
+
+# --------------------------------------------------------------------------- figures
+
+_TILE = 112
+_CAPTION = 16
+
+
+def steps_figure_array(pre: Preprocessed) -> np.ndarray:
+    """The steps side by side, each scaled to the same height and captioned: HxWx3 uint8."""
+    steps = pre.steps or [("28x28", pre.image)]
+    try:
+        font: ImageFont.ImageFont | ImageFont.FreeTypeFont = ImageFont.load_default(size=11)
+    except Exception:  # Pillow without FreeType: the fixed bitmap font
+        font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    slots = []
+    for step_name, a in steps:
+        tile = Image.fromarray(np.asarray(a, np.uint8)).convert("L")
+        width = min(2 * _TILE, max(1, round(tile.width * _TILE / tile.height)))
+        small = tile.height < _TILE and tile.width < _TILE
+        tile = tile.resize(
+            (width, _TILE), Image.Resampling.NEAREST if small else Image.Resampling.LANCZOS
+        )
+        text_width = round(measure.textlength(step_name, font=font))
+        slots.append((step_name, tile, max(width, text_width)))
+    gap = 8
+    total = sum(slot for _, _, slot in slots) + gap * (len(slots) + 1)
+    canvas = Image.new("RGB", (total, _TILE + _CAPTION + 2 * gap), (40, 40, 48))
+    draw = ImageDraw.Draw(canvas)
+    x = gap
+    for step_name, tile, slot in slots:
+        canvas.paste(tile.convert("RGB"), (x + (slot - tile.width) // 2, gap))
+        draw.text((x, gap + _TILE + 3), step_name, fill=(230, 230, 230), font=font)
+        x += slot + gap
+    return np.asarray(canvas).copy()
+
+
+def save_steps(pre: Preprocessed, path: str | os.PathLike) -> Path:
+    """Write :func:`steps_figure_array` as a PNG; a directory gets ``steps.png``. Returns it."""
+    out = Path(path)
+    if out.is_dir():
+        out = out / "steps.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(steps_figure_array(pre)).save(out, format="PNG")
+    return out
