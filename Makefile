@@ -19,9 +19,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The demo run always goes to $(RUNS)/demo, replacing the previous demo run.
 demo: setup
 	$(BIN)/fmnist data info
 	$(BIN)/fmnist data show --n 25 --out $(RUNS)/samples.png
+	rm -rf $(RUNS)/demo
+	$(BIN)/fmnist train --out $(RUNS)/demo
+	@echo "Report (open it in a browser):"
+	@echo "$(abspath $(RUNS)/demo/report.html)"
 
 test: setup
 	$(BIN)/python -m pytest

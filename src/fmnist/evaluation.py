@@ -2,6 +2,8 @@
 
 Training (validation each epoch), ``fmnist evaluate`` and the torch Predictor all go
 through :func:`predict_probs`, so normalization, precision and TTA are the same everywhere.
+:func:`load_run` brings a run folder back (model, recipe, the same data splits) and
+:func:`evaluate_run` evaluates it and writes ``metrics.json``, for any front end.
 """
 
 from __future__ import annotations
