@@ -250,3 +250,46 @@ def test_short_training_on_real_subset_beats_chance(real_data_dir, tmp_path):
                 train_limit=3000, test_limit=1000, offline=True)
     assert run.test_accuracy > 0.70  # chance is 0.10
     assert np.isfinite(run.test_metrics["loss"])
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_matches_single_process(learnable_csv_dir, tmp_path):
+    # no BN, dropout or augmentation: with equal shards a 2-rank step is the single-process
+    # step on the same global batch, up to the order of floating-point sums
+    common = ["--model", "baseline-small", "--epochs", "3", "--batch-size", "64",
+              "--optimizer", "adam", "--lr", "0.001", "--schedule", "constant",
+              "--augment", "", "--label-smoothing", "0", "--weight-decay", "0",
+              "--val-fraction", "0.2", "--seed", "1", "--data-dir", learnable_csv_dir,
+              "--no-report"]
+    r = _cli("train", *common, "--nproc", "2", "--out", tmp_path / "ddp", timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    d = tmp_path / "ddp"
+    config = read_config(d)
+    assert config["distributed"]["world_size"] == 2
+    assert config["distributed"]["per_rank_batch"] == 32
+    assert config["distributed"]["params_identical_across_ranks"] is True
+    assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert len(read_history(d)) == 3  # one history, written once per epoch
+    single = _cli("train", *common, "--out", tmp_path / "one", timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    m_ddp = json.loads((d / "metrics.json").read_text())
+    m_one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert m_ddp["n"] == m_one["n"] == 500  # every test image evaluated exactly once
+    assert abs(m_ddp["accuracy"] - m_one["accuracy"]) <= 0.01
+    h_ddp, h_one = read_history(d), read_history(tmp_path / "one")
+    assert h_ddp[-1]["train_loss"] == pytest.approx(h_one[-1]["train_loss"], rel=0.02)
+
+
+def test_warmup_is_capped_so_short_runs_anneal():
+    from fmnist.training import make_scheduler
+
+    recipe = resolve_recipe("fast", epochs=1)  # warmup_epochs 1.5 > the whole run
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=recipe.lr)
+    sched = make_scheduler(recipe, opt, steps_per_epoch=100)
+    lrs = []
+    for _ in range(100):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert max(lrs) == pytest.approx(recipe.lr)  # the peak is reached...
+    assert lrs[-1] < 0.02 * recipe.lr  # ...and the run ends annealed

@@ -77,7 +77,74 @@ def _parsers_training(sub) -> None:
     tr.add_argument("--data-dir", help="folder with the dataset files")
     tr.add_argument("--offline", action="store_true", help="never download")
     tr.add_argument("--no-report", action="store_true", help="skip report.html at the end")
+    tr.add_argument("--nproc", type=int, metavar="N",
+                    help="data-parallel over N local processes (launches torchrun for you)")
     _add_recipe_flags(tr)
+
+
+def _parsers_evaluation(sub) -> None:
+    ev = sub.add_parser("evaluate", help="evaluate a run's model; write metrics.json",
+                        description="Evaluate a run folder's model on the test split (or the "
+                        "validation split training held out) and write metrics.json "
+                        "(metrics-val.json for --split val).")
+    ev.add_argument("run", metavar="RUN", help="run folder written by `fmnist train`")
+    ev.add_argument("--split", choices=("test", "val"), default="test")
+    ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="test-time augmentation (default: as the recipe)")
+    ev.add_argument("--data-dir", help="dataset folder (default: the one the run used)")
+    ev.add_argument("--offline", action="store_true", help="never download")
+    ev.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
+    rp = sub.add_parser("report", help="write a run's self-contained HTML report")
+    rp.add_argument("run", metavar="RUN", help="run folder written by `fmnist train`")
+    rp.add_argument("--out", help="HTML file to write (default RUN/report.html)")
+    rp.add_argument("--data-dir", help="dataset folder (default: the one the run used)")
+    rp.add_argument("--offline", action="store_true", help="never download")
+    rp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
+    rn = sub.add_parser("runs", help="table of the runs in a folder")
+    rn.add_argument("dir", nargs="?", default="runs", metavar="DIR",
+                    help="folder holding run folders (default runs)")
+    rn.add_argument("--sort", metavar="COLUMN", default="date",
+                    help="column to sort by (default date)")
+    rn.add_argument("--reverse", action="store_true", help="largest first")
+    rn.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def _parsers_inference(sub) -> None:
+    pr = sub.add_parser(
+        "predict", help="top-k classes for image files or folders",
+        description="Predict image files (folders are walked recursively for image files). "
+        "Prints one line per file: `path: Class (p%%), ...`. A file that cannot be read is "
+        "reported on stderr and the rest go on. Exit code 0: all predicted, 1: some files "
+        "failed, 2: usage error (bad model path, no images).")
+    pr.add_argument("model", metavar="MODEL", help="run folder, model.pt or model.onnx")
+    pr.add_argument("inputs", nargs="+", metavar="IMG_OR_DIR", help="image files or folders")
+    pr.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
+    fmt = pr.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true",
+                     help="print a JSON list of {file, predictions: [{class, probability}], "
+                     "error}")
+    fmt.add_argument("--csv", metavar="FILE",
+                     help="also write FILE with rows file,rank,class,probability,error "
+                     "(one row per file and rank; a failed file gets one row with its error)")
+    pr.add_argument("--show-steps", metavar="DIR",
+                    help="write each image's preprocessing steps to DIR/<stem>.steps.png")
+    pr.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                    help="auto: onnx for .onnx files, torch otherwise")
+    pr.add_argument("--device", default="auto", help="torch backend: auto, cpu, cuda")
+    pr.add_argument("--tta", action="store_true", help="average over flips and 1-px shifts")
+    ex = sub.add_parser(
+        "export", help="export a run's model to ONNX (checked against PyTorch)",
+        description="Export a run's model to ONNX: input float32 pixels 0..255 (N,1,28,28), "
+        "output class probabilities; classes and normalization in the file's metadata. The "
+        "graph is checked against PyTorch on 1,000 test images; exit code 1 if it differs.")
+    ex.add_argument("run", metavar="RUN", help="run folder or model.pt")
+    ex.add_argument("--format", choices=("onnx",), default="onnx")
+    ex.add_argument("--quantize", choices=("int8",),
+                    help="also write MODEL.int8.onnx (static int8, calibrated on training images)")
+    ex.add_argument("--out", help="ONNX file to write (default RUN/model.onnx)")
+    ex.add_argument("--data-dir", help="dataset folder for the check (default: the run's)")
+    ex.add_argument("--no-check", action="store_true", help="skip the parity check")
+    ex.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 # Each command group adds its subparsers here; the commands themselves are registered
@@ -85,6 +152,8 @@ def _parsers_training(sub) -> None:
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _parsers_data,
     _parsers_training,
+    _parsers_evaluation,
+    _parsers_inference,
 ]
 
 
@@ -230,6 +299,10 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainingInterrupted, train
 
+    if args.nproc is not None and args.nproc > 1:
+        from .distributed import launch
+
+        return launch(args.nproc, _without_option(args.argv, "--nproc"))
     overrides = _recipe_overrides(args)
     try:
         run = train(None if args.resume else args.recipe, out=args.out, data_dir=args.data_dir,
@@ -248,9 +321,174 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("evaluate")
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluation import evaluate_run, metrics_filename
+    from .metrics import format_report
+
+    m = evaluate_run(args.run, split=args.split, tta=args.tta, data_dir=args.data_dir,
+                     device=args.device, offline=args.offline)
+    out.print(f"[bold]{args.run}[/] on the {args.split} split ({m['n']:,} images"
+              f"{', TTA' if m['tta'] else ''}, {m['device']}, {m['precision']})\n")
+    out.print(format_report(m), markup=False, highlight=False)
+    out.print(f"\n[bold]accuracy {m['accuracy']:.2%}[/]  loss {m['loss']:.4f}  "
+              f"top-2 {m['top2_accuracy']:.2%}  ECE {m['ece']:.2%}  "
+              f"({m['seconds']:.1f} s, {m['images_per_second']:,.0f} images/s)")
+    out.print(f"wrote {Path(args.run) / metrics_filename(args.split)}")
+    return 0
+
+
+@command("report")
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(args.run, out=args.out, data_dir=args.data_dir, device=args.device,
+                        offline=args.offline)
+    out.print(f"wrote {path}")
+    return 0
+
+
+@command("runs")
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .runs import COLUMNS, list_runs, sort_runs
+
+    rows = sort_runs(list_runs(args.dir), args.sort, reverse=args.reverse)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        out.print(f"no runs in {args.dir} (a run is a folder with a config.json)")
+        return 0
+
+    def cell(key: str, v: object) -> str:
+        if v is None:
+            return "-"
+        if key in ("best_val_acc", "test_acc"):
+            return f"{v:.2%}"
+        if key == "params":
+            return f"{v:,}"
+        if key == "train_seconds":
+            return f"{v:.0f} s" if v < 600 else f"{v / 60:.1f} min"
+        if key == "date":
+            return str(v).replace("T", " ")[:16]
+        return str(v)
+
+    heads = {"best_val_acc": "best val", "test_acc": "test acc", "train_seconds": "time"}
+    table = Table()
+    for k in COLUMNS:
+        mark = (" ▼" if args.reverse else " ▲") if k == args.sort else ""
+        table.add_column(heads.get(k, k) + mark, overflow="fold", no_wrap=k != "name",
+                         justify="left" if k in ("name", "recipe", "date", "status")
+                         else "right")
+    for r in rows:
+        table.add_row(*(cell(k, r.get(k)) for k in COLUMNS))
+    out.print(table)
+    return 0
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> int:
+    import csv
+    from pathlib import Path
+
+    from .inference import Predictor, collect_image_files, steps_file_names
+    from .preprocess import save_steps
+
+    if args.top_k < 1:
+        raise FmnistError(f"--top-k must be at least 1; got {args.top_k}.")
+    predictor = Predictor.from_path(args.model, backend=args.backend, device=args.device,
+                                    top_k=args.top_k, tta=args.tta)
+    files = collect_image_files(args.inputs)
+    if not files:
+        raise FmnistError(f"no image files found in {', '.join(args.inputs)} "
+                          "(folders are searched for .png, .jpg, .jpeg, .bmp, .gif, .webp, "
+                          ".tif, .tiff).")
+    results = predictor.predict_files(files, steps=bool(args.show_steps))
+    for r in results:
+        if not r.ok:
+            print(f"fmnist: failed: {r.error}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            if r.ok:
+                print(f"{r.file}: " + ", ".join(f"{c} ({100 * p:.1f}%)" for c, p in r.top_k))
+    if args.csv:
+        with open(args.csv, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["file", "rank", "class", "probability", "error"])
+            for r in results:
+                if r.ok:
+                    w.writerows([r.file, i, c, f"{p:.6f}", ""]
+                                for i, (c, p) in enumerate(r.top_k, 1))
+                else:
+                    w.writerow([r.file, "", "", "", r.error])
+        print(f"fmnist: wrote {args.csv}", file=sys.stderr)
+    if args.show_steps:
+        folder = Path(args.show_steps)
+        for r, name in zip(results, steps_file_names(results), strict=True):
+            if name is not None:
+                save_steps(r.preprocessed, folder / name)
+        print(f"fmnist: wrote preprocessing steps to {folder}/", file=sys.stderr)
+    failed = sum(not r.ok for r in results)
+    if failed:
+        print(f"fmnist: {failed} of {len(results)} files failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ParityError, export_onnx
+
+    try:
+        r = export_onnx(args.run, args.out, quantize=args.quantize, check=not args.no_check,
+                        data_dir=args.data_dir)
+    except ParityError as e:
+        print(f"fmnist: export failed: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(r.to_dict(), indent=2))
+        return 0
+    table = Table("model", "file", "size", "accuracy", "max |dp| vs torch", "top-1 agreement")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2%}"
+
+    table.add_row("torch fp32", "model.pt", "-", pct(r.accuracy_torch), "-", "-")
+    table.add_row("onnx fp32", str(r.path), f"{r.size_bytes / 1e6:.2f} MB", pct(r.accuracy_fp32),
+                  "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.1e}", pct(r.agreement))
+    if r.int8_path is not None:
+        table.add_row("onnx int8", str(r.int8_path), f"{(r.int8_size_bytes or 0) / 1e6:.2f} MB",
+                      pct(r.accuracy_int8),
+                      "-" if r.int8_max_abs_diff is None else f"{r.int8_max_abs_diff:.1e}",
+                      pct(r.int8_agreement))
+    out.print(table)
+    checked = (f"checked on {r.n_images:,} test images" if r.checked
+               else "[yellow]not checked (--no-check)[/]")
+    out.print(f"exported in {r.seconds:.1f} s; {checked}")
+    return 0
+
+
+def _without_option(argv: Sequence[str], option: str) -> list[str]:
+    """``argv`` minus ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == option:
+            skip = True
+        elif not a.startswith(option + "="):
+            out.append(a)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="fmnist: %(message)s", stream=sys.stderr)
     if args.command is None:

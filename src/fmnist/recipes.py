@@ -38,7 +38,7 @@ class Recipe:
     adam_eps: float = 1e-7  # Keras' default, not PyTorch's 1e-8
     weight_decay: float = 0.0  # not applied to biases and norm layers
     schedule: str = "constant"  # constant | onecycle | cosine | linear
-    warmup_epochs: float = 0.0  # linear warm-up for cosine / linear; onecycle's rise
+    warmup_epochs: float = 0.0  # warm-up (cosine/linear) or rise (onecycle); <= 30% of the run
     label_smoothing: float = 0.0
     grad_clip: float | None = None  # max global gradient norm
     ema_decay: float | None = None  # weight EMA, evaluated and saved when set
@@ -52,6 +52,7 @@ class Recipe:
     seed: int = 0
     precision: str = "auto"  # auto: bf16 autocast where the device supports it
     channels_last: bool = True
+    sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA only; CPU keeps local stats)
     train_limit: int | None = None  # use a stratified subset of this many training images
     test_limit: int | None = None  # evaluate on the first N test images
     reported: str = ""  # what the tutorial this recipe reproduces reports

@@ -15,6 +15,7 @@ run ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -44,8 +45,10 @@ from .checkpoints import (
 )
 from .datasets import Dataset, Split, load_dataset, stratified_split
 from .devices import autocast, environment, select_device, use_bf16
+from .distributed import DistContext
+from .distributed import setup as setup_distributed
 from .errors import ConfigError, FmnistError
-from .evaluation import predict_probs, quick_metrics
+from .evaluation import metrics_from_probs, predict_probs
 from .models import count_params, create_model
 from .progress import Progress
 from .recipes import Recipe, resolve_recipe
@@ -187,9 +190,15 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
     return max(0.0, 1.0 - progress)  # linear
 
 
+MAX_WARMUP_FRACTION = 0.3
+
+
 def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """Per-step LambdaLR; the warm-up is capped at 30% of the run, so a recipe shortened
+    with --epochs still ends with its learning rate annealed."""
     total = recipe.epochs * steps_per_epoch
-    warmup = int(round(recipe.warmup_epochs * steps_per_epoch))
+    warmup = min(int(round(recipe.warmup_epochs * steps_per_epoch)),
+                 int(MAX_WARMUP_FRACTION * total))
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(recipe.schedule, s, total, warmup)
     )
@@ -200,8 +209,10 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> to
     return torch.randperm(n, generator=gen).to(device)
 
 
-def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed * 2_000_003 + epoch + 7)
+def epoch_generator(seed: int, epoch: int, device: torch.device, rank: int = 0
+                    ) -> torch.Generator:
+    """Augmentation randomness for one epoch, distinct per rank."""
+    return torch.Generator(device=device).manual_seed(seed * 2_000_003 + epoch + 7 + 7919 * rank)
 
 
 @contextmanager
@@ -391,9 +402,33 @@ def train(
         data_dir = data_dir or config.get("data_dir")
     else:
         recipe = resolve_recipe(recipe, **overrides)
-        run_dir = new_run_dir(out, recipe.name)
     assert isinstance(recipe, Recipe)
-    dev = select_device(device)
+    ctx, dev = setup_distributed(select_device(device))
+    try:
+        if resume is None:  # rank 0 names (and creates) the folder; the others follow
+            run_dir = Path(ctx.broadcast(str(new_run_dir(out, recipe.name))
+                                         if ctx.is_main else None))
+        return _train(recipe, run_dir, checkpoint, ctx, dev, data_dir=data_dir,
+                      offline=offline, callbacks=callbacks, evaluate_test=evaluate_test,
+                      report=report, dataset=dataset)
+    finally:
+        ctx.close()
+
+
+def _train(
+    recipe: Recipe,
+    run_dir: Path,
+    checkpoint: dict[str, Any] | None,
+    ctx: DistContext,
+    dev: torch.device,
+    *,
+    data_dir: str | Path | None,
+    offline: bool,
+    callbacks: Sequence[Callback],
+    evaluate_test: bool,
+    report: bool,
+    dataset: Dataset | None,
+) -> Run:
     bf16 = use_bf16(dev, recipe.precision)
     torch.manual_seed(recipe.seed)
 
@@ -403,7 +438,17 @@ def train(
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
 
     model = create_model(recipe.model, num_classes=ds.num_classes, **recipe.model_kwargs)
+    if recipe.sync_bn and ctx.enabled:
+        if dev.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            log.warning("sync_bn needs CUDA: on the CPU each rank keeps its own BN statistics")
     model = model.to(dev, memory_format=memory_format)
+    net: nn.Module = model
+    if ctx.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        torch.manual_seed(recipe.seed + 1000 * ctx.rank)  # dropout differs per rank
     steps_per_epoch = math.ceil(len(train_split) / recipe.batch_size)
     optimizer = make_optimizer(recipe, model)
     scheduler = make_scheduler(recipe, optimizer, steps_per_epoch)
@@ -444,13 +489,26 @@ def train(
         },
         "params": count_params(model),
         "steps_per_epoch": steps_per_epoch,
+        "distributed": {
+            "world_size": ctx.world_size,
+            "backend": ("nccl" if dev.type == "cuda" else "gloo") if ctx.enabled else None,
+            "global_batch": recipe.batch_size,
+            "per_rank_batch": math.ceil(recipe.batch_size / ctx.world_size),
+            "lr_rule": "batch_size is the global batch, split across ranks; gradients are "
+                       "averaged, so the learning rate is used as given",
+            "batchnorm": ("SyncBatchNorm" if recipe.sync_bn and dev.type == "cuda"
+                          and ctx.enabled else "per-rank statistics" if ctx.enabled
+                          else "single process"),
+        },
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
     }
     if checkpoint is not None:
         old = read_config(run_dir)
         config["created"] = old.get("created", config["created"])
-    atomic_write_json(run_dir / "config.json", config)
+    ctx.barrier()  # every rank has read what it needs of the old config and checkpoint
+    if ctx.is_main:
+        atomic_write_json(run_dir / "config.json", config)
 
     x_all = torch.from_numpy(train_split.images).to(dev)  # (N, 28, 28) uint8
     y_all = torch.from_numpy(train_split.labels).to(dev)
@@ -475,24 +533,27 @@ def train(
     with interrupt_guard() as interrupt:
         for epoch in range(start_epoch, recipe.epochs + 1):
             perm = epoch_permutation(n, recipe.seed, epoch, dev)
-            gen = epoch_generator(recipe.seed, epoch, dev)
+            gen = epoch_generator(recipe.seed, epoch, dev, ctx.rank)
             meters = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
             if epoch == start_epoch and partial:
                 gen.set_state(partial["gen"])
                 meters = {k: partial[k] for k in meters}
             model.train()
             t0 = time.perf_counter()
-            with Progress(f"epoch {epoch}/{recipe.epochs}", steps_per_epoch) as bar:
+            with Progress(f"epoch {epoch}/{recipe.epochs}", steps_per_epoch,
+                          enabled=ctx.is_main) as bar:
                 bar.advance(start_step if epoch == start_epoch else 0)
                 for step in range(start_step if epoch == start_epoch else 0, steps_per_epoch):
                     idx = perm[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+                    if ctx.enabled:
+                        idx = idx[ctx.rank :: ctx.world_size]  # this rank's share
                     x = x_all[idx].unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28) in [0,1]
                     y = y_all[idx]
                     if augment is not None:
                         x = augment(x, gen)
                     x = ((x - mean) / std).contiguous(memory_format=memory_format)
                     with autocast(dev, bf16):
-                        logits = model(x)
+                        logits = net(x)
                     loss = criterion(logits.float(), y)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
@@ -515,53 +576,69 @@ def train(
                     bar.set(loss=f"{meters['loss_sum'] / meters['seen']:.4f}",
                             acc=f"{meters['correct'] / meters['seen']:.2%}")
                     bar.advance()
-                    if interrupt["signal"]:
+                    stop_now = (ctx.any(bool(interrupt["signal"])) if ctx.enabled
+                                else bool(interrupt["signal"]))
+                    if stop_now:
                         # mid-epoch checkpoint; after the last step, resuming runs this
                         # epoch's evaluation with the saved meters
                         meters["seconds"] += time.perf_counter() - t0
-                        atomic_save(checkpoint_state(epoch, step + 1, gen, meters),
-                                    ckpt_dir / "last.pt")
-                        _set_status(run_dir, "interrupted")
+                        if ctx.is_main:  # (other ranks' generator states are not kept)
+                            atomic_save(checkpoint_state(epoch, step + 1, gen, meters),
+                                        ckpt_dir / "last.pt")
+                            _set_status(run_dir, "interrupted")
+                        ctx.barrier()
                         raise TrainingInterrupted(run_dir, epoch, step + 1)
             train_seconds = meters["seconds"] + time.perf_counter() - t0
             start_step = 0
 
             t1 = time.perf_counter()
+            loss_sum, correct, seen = ctx.sum(
+                [meters["loss_sum"], meters["correct"], meters["seen"]])
             row: dict[str, Any] = {
                 "epoch": epoch,
                 "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": meters["loss_sum"] / max(1, meters["seen"]),
-                "train_acc": meters["correct"] / max(1, meters["seen"]),
+                "train_loss": loss_sum / max(1, seen),
+                "train_acc": correct / max(1, seen),
                 "val_loss": None, "val_acc": None,
                 "seconds": round(train_seconds, 3),
             }
             if val_split is not None:
-                probs = predict_probs(eval_model, val_split.images, mean=mean, std=std,
+                part = val_split.subset(np.arange(len(val_split))[ctx.shard(len(val_split))])
+                probs = predict_probs(eval_model, part.images, mean=mean, std=std,
                                       device=dev, bf16=bf16, channels_last=recipe.channels_last)
-                q = quick_metrics(probs, val_split.labels)
-                row["val_loss"], row["val_acc"] = q["loss"], q["acc"]
+                p_true = probs[np.arange(len(part)), part.labels]
+                nll_sum, hits, count = ctx.sum([
+                    float(-np.log(np.clip(p_true, 1e-12, None)).sum()),
+                    float((probs.argmax(1) == part.labels).sum()), len(part)])
+                row["val_loss"], row["val_acc"] = nll_sum / count, hits / count
             row["eval_seconds"] = round(time.perf_counter() - t1, 3)
             # callbacks may add to the row (e.g. a benchmark's test accuracy) or ask to stop
             epoch_state = EpochState(epoch, row, eval_model, run_dir, recipe, dev, bf16,
                                      mean, std)
-            requested = [r for cb in callbacks if (r := cb.on_epoch_end(epoch_state))]
+            requested = ([r for cb in callbacks if (r := cb.on_epoch_end(epoch_state))]
+                         if ctx.is_main else [])  # callbacks run on rank 0 only
+            row = ctx.broadcast(row)
             history.append(row)
             should, why = stopper.update(row)
             if requested:
                 should, why = True, requested[0]
+            should, why = ctx.broadcast((should, why))
             _log_epoch(row, recipe.epochs)
 
-            state = checkpoint_state(epoch + 1, 0, None, None)
-            atomic_save(state, ckpt_dir / "last.pt")
-            if stopper.improved():
-                atomic_save(state, ckpt_dir / "best.pt")
-            write_history(run_dir, history)
+            if ctx.is_main:
+                state = checkpoint_state(epoch + 1, 0, None, None)
+                atomic_save(state, ckpt_dir / "last.pt")
+                if stopper.improved():
+                    atomic_save(state, ckpt_dir / "best.pt")
+                write_history(run_dir, history)
+            ctx.barrier()
             if should:
                 stop_reason = why
                 log.info("stopping early: %s", why)
                 break
-            if interrupt["signal"]:
-                _set_status(run_dir, "interrupted")
+            if ctx.any(bool(interrupt["signal"])):
+                if ctx.is_main:
+                    _set_status(run_dir, "interrupted")
                 raise TrainingInterrupted(run_dir, epoch + 1, 0)
 
     weights_epoch = _restore_best(recipe, stopper, model, ema, ckpt_dir)
@@ -576,23 +653,47 @@ def train(
     )
     test_metrics: dict[str, Any] = {}
     if evaluate_test:
-        from .evaluation import evaluate_model
+        t0 = time.perf_counter()
+        shard = np.arange(len(test_split))[ctx.shard(len(test_split))]
+        probs = predict_probs(final, test_split.images[shard], mean=mean, std=std, device=dev,
+                              bf16=bf16, channels_last=recipe.channels_last, tta=recipe.tta)
+        parts = ctx.gather(probs)  # each test image evaluated once, on one rank
+        if ctx.is_main:
+            assert parts is not None
+            test_metrics = metrics_from_probs(
+                np.concatenate(parts), test_split.labels, classes,
+                seconds=time.perf_counter() - t0, tta=recipe.tta, bf16=bf16, device=dev)
+            meta = ModelMeta.from_dict({**meta.to_dict(), "metrics": {
+                **meta.metrics, "test_acc": test_metrics["accuracy"],
+                "test_loss": test_metrics["loss"]}})
+            atomic_write_json(run_dir / "metrics.json", {"split": "test", **test_metrics})
+        test_metrics = ctx.broadcast(test_metrics)
+    identical = _check_identical_params(ctx, model)
+    if ctx.is_main:
+        save_model(run_dir / "model.pt", final, meta)
+        extra = {"stop_reason": stop_reason or None}
+        if ctx.enabled:
+            extra["distributed"] = {**read_config(run_dir)["distributed"],
+                                    "params_identical_across_ranks": identical}
+        _set_status(run_dir, "finished", **extra)
+        if report:
+            from .report import write_report
 
-        test_metrics = evaluate_model(final, test_split, classes, mean=mean, std=std,
-                                      device=dev, bf16=bf16, tta=recipe.tta,
-                                      channels_last=recipe.channels_last)
-        meta = ModelMeta.from_dict({**meta.to_dict(), "metrics": {
-            **meta.metrics, "test_acc": test_metrics["accuracy"],
-            "test_loss": test_metrics["loss"]}})
-        atomic_write_json(run_dir / "metrics.json", {"split": "test", **test_metrics})
-    save_model(run_dir / "model.pt", final, meta)
-    _set_status(run_dir, "finished", stop_reason=stop_reason or None)
-    run = Run(run_dir, recipe, history, final, meta, test_metrics, stop_reason)
-    if report:
-        from .report import write_report
+            write_report(run_dir)
+    ctx.barrier()
+    return Run(run_dir, recipe, history, final, meta, test_metrics, stop_reason)
 
-        write_report(run_dir)
-    return run
+
+def _check_identical_params(ctx: DistContext, model: nn.Module) -> bool:
+    """Do all ranks hold the same parameters? (DDP's promise, checked once at the end.)"""
+    if not ctx.enabled:
+        return True
+    flat = torch.cat([p.detach().float().cpu().flatten() for p in model.parameters()])
+    digests = ctx.gather(hashlib.sha256(flat.numpy().tobytes()).hexdigest())
+    same = ctx.broadcast(None if digests is None else len(set(digests)) == 1)
+    if not same:
+        log.error("parameters differ across ranks after training")
+    return bool(same)
 
 
 def _best(history: list[dict[str, Any]], key: str) -> float | None:

@@ -1,0 +1,120 @@
+"""Regenerate the README's result tables from ``benchmarks/results/*.json``.
+
+    python benchmarks/readme_tables.py          # rewrite README.md in place
+    python benchmarks/readme_tables.py --check  # exit 1 if the README is out of date
+
+Each table sits between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` markers; a
+table whose result file is missing is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _pct(v: float | None, digits: int = 1) -> str:
+    return "–" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def _machine(doc: dict) -> str:
+    m = doc["machine"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['threads']} threads"
+    return f"_{where}, torch {m['torch']}, `{doc['command']}` ({doc['created'][:10]})_"
+
+
+def baselines(doc: dict) -> str:
+    lines = ["| recipe | params | epochs | test acc | compared | tutorial | ours | Δ points "
+             "| train time |", "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in doc["results"]:
+        lines.append(
+            f"| `{r['recipe']}` | {r['params_keras']:,} | {r['epochs_run']}/{r['max_epochs']} "
+            f"| {_pct(r['test_accuracy'], 2)} | {r['compared'] or '–'} "
+            f"| {_pct(r['reported_accuracy'])} | {_pct(r['ours_compared'], 2)} "
+            f"| {'–' if r['difference_points'] is None else f'{r['difference_points']:+.2f}'} "
+            f"| {r['train_seconds']:.0f} s |")
+    return "\n".join(lines) + "\n\n" + _machine(doc)
+
+
+def time_to_accuracy(doc: dict) -> str:
+    lines = ["| recipe | seeds | final test acc, median (min–max) | training time | to 91% "
+             "| to 93% | to 94% | speedup vs baseline-3conv |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s in doc["summary"].items():
+        if name.startswith("_"):
+            continue
+
+        def t(th: str, s: dict = s) -> str:
+            v = s["time_to"][th]
+            if v["median"] is None:
+                return f"not reached ({v['reached']})"
+            return f"{v['median']:.0f} s"
+
+        speed = s.get("speedup_vs_reference")
+        lines.append(
+            f"| `{name}` | {s['seeds']} | {_pct(s['final_accuracy_median'], 2)} "
+            f"({_pct(s['final_accuracy_min'], 2)}–{_pct(s['final_accuracy_max'], 2)}) "
+            f"| {s['train_seconds_median']:.0f} s | {t('0.91')} | {t('0.93')} | {t('0.94')} "
+            f"| {'–' if speed is None else f'{speed:.1f}x'} |")
+    ref = doc["summary"].get("_reference")
+    note = (f"\n\nSpeedup: baseline-3conv's median training time ({ref['train_seconds']:.0f} s) "
+            f"divided by the time each recipe needs to reach its median final accuracy "
+            f"({_pct(ref['accuracy'], 2)}).") if ref else ""
+    return "\n".join(lines) + note + "\n\n" + _machine(doc)
+
+
+def inference(doc: dict) -> str:
+    rows = doc.get("results", [])
+    if not rows:
+        return "_no results_"
+    keys = [k for k in rows[0] if k not in ("notes",)]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append("| " + " | ".join(
+            f"{r[k]:,.1f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+    return "\n".join(lines) + "\n\n" + _machine(doc)
+
+
+TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "baselines": ("baselines-cpu.json", baselines),
+    "time-to-accuracy": ("time-to-accuracy-cpu.json", time_to_accuracy),
+    "inference": ("inference-cpu.json", inference),
+}
+
+
+def render(readme: str) -> str:
+    for name, (file, fn) in TABLES.items():
+        path = RESULTS / file
+        if not path.is_file():
+            continue
+        table = fn(json.loads(path.read_text()))
+        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(\n<!-- /table:{name} -->)", re.S)
+        readme = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), readme)
+    return readme
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true")
+    args = p.parse_args()
+    readme_path = ROOT / "README.md"
+    old = readme_path.read_text()
+    new = render(old)
+    if args.check:
+        if new != old:
+            print("README.md tables are out of date: run python benchmarks/readme_tables.py")
+            return 1
+        return 0
+    readme_path.write_text(new)
+    print("README.md tables updated" if new != old else "README.md tables already current")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
