@@ -33,11 +33,12 @@ def baselines(doc: dict) -> str:
     lines = ["| recipe | params | epochs | test acc | compared | tutorial | ours | Δ points "
              "| train time |", "|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in doc["results"]:
+        diff = "–" if r["difference_points"] is None else f"{r['difference_points']:+.2f}"
         lines.append(
             f"| `{r['recipe']}` | {r['params_keras']:,} | {r['epochs_run']}/{r['max_epochs']} "
             f"| {_pct(r['test_accuracy'], 2)} | {r['compared'] or '–'} "
             f"| {_pct(r['reported_accuracy'])} | {_pct(r['ours_compared'], 2)} "
-            f"| {'–' if r['difference_points'] is None else f'{r['difference_points']:+.2f}'} "
+            f"| {diff} "
             f"| {r['train_seconds']:.0f} s |")
     return "\n".join(lines) + "\n\n" + _machine(doc)
 
