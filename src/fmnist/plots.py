@@ -25,7 +25,8 @@ if "matplotlib.pyplot" not in sys.modules:  # never yank the backend from a live
 
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .errors import ConfigError  # noqa: E402
 
@@ -223,6 +224,9 @@ def training_curves(history: Sequence[Mapping[str, Any]], path: str | Path | Non
                 label=f"best epoch {epochs[best]:g}",
             )
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no "epoch 0.96"
+        if len(epochs) == 1:
+            ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
         ax.set_ylabel(label)
         ax.set_title(label.capitalize())
         ax.grid(alpha=0.3)
