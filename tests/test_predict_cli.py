@@ -1,0 +1,164 @@
+"""`fmnist predict`: output formats, per-file failures, exit codes, --show-steps."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fmnist.cli import main
+from fmnist.training import train
+
+LINE = re.compile(r"^(?P<file>.+): (?P<preds>[^:]+ \(\d+\.\d%\)(, [^:]+ \(\d+\.\d%\))*)$")
+
+
+TINY = dict(model="baseline-small", optimizer="adam", lr=3e-3, epochs=3, batch_size=32,
+            train_limit=600)
+
+
+def _tiny_run(tmp_path_factory: pytest.TempPathFactory, dataset, name: str) -> Path:
+    """A copy of one tiny trained run, trained once per session and shared by the
+    inference, export and predict-CLI tests (the cache key is the recipe)."""
+    key = hashlib.sha1(repr(sorted(TINY.items())).encode()).hexdigest()[:10]
+    shared = tmp_path_factory.getbasetemp() / f"tiny-run-{key}"
+    if not (shared / "model.pt").is_file():
+        train(dataset=dataset, out=shared, **TINY)
+    copy = tmp_path_factory.mktemp(name) / "run"
+    shutil.copytree(shared, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, learnable_dataset) -> Path:
+    return _tiny_run(tmp_path_factory, learnable_dataset, "predict-cli")
+
+
+@pytest.fixture
+def good_dir(tmp_path: Path, learnable_dataset) -> Path:
+    """img/a.png, img/b.png, img/sub/a.png (a stem collision) and a non-image readme."""
+    folder = tmp_path / "img"
+    (folder / "sub").mkdir(parents=True)
+    for i, rel in enumerate(("a.png", "b.png", "sub/a.png")):
+        Image.fromarray(learnable_dataset.test.images[i]).save(folder / rel)
+    (folder / "README.txt").write_text("not an image: skipped by the folder walk")
+    return folder
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_all_good_exit_0_and_one_line_per_file(run_dir, good_dir, capsys, learnable_dataset):
+    code, out, err = _run(capsys, "predict", str(run_dir), str(good_dir))
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 3  # README.txt was not tried
+    parsed = [LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    assert [m["file"] for m in parsed] == [str(good_dir / r) for r in ("a.png", "b.png",
+                                                                        "sub/a.png")]
+    assert all(m["preds"].count("%") == 3 for m in parsed)  # default --top-k 3
+    from fmnist.inference import Predictor
+
+    first = Predictor.from_path(run_dir).predict(learnable_dataset.test.images[:1])[0][0][0]
+    assert parsed[0]["preds"].startswith(f"{first} (")
+
+
+def test_some_failed_exit_1_rest_still_predicted(run_dir, good_dir, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    notes = good_dir / "README.txt"  # named explicitly: tried (and fails)
+    code, out, err = _run(capsys, "predict", str(run_dir), str(good_dir / "a.png"), str(bad),
+                          str(notes), "--top-k", "1")
+    assert code == 1
+    assert len(out.strip().splitlines()) == 1 and out.count("%") == 1
+    assert str(bad) in err and str(notes) in err and "2 of 3 files failed" in err
+
+
+@pytest.mark.parametrize("model", ["missing-run", "junk.pt"])
+def test_bad_model_exit_2(model, good_dir, tmp_path, capsys):
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    code, out, err = _run(capsys, "predict", str(tmp_path / model), str(good_dir))
+    assert code == 2 and out == ""
+    assert err.startswith("fmnist: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_usage_errors_exit_2(run_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _run(capsys, "predict", str(run_dir), str(empty))[0] == 2  # no images at all
+    assert _run(capsys, "predict", str(run_dir), str(empty), "--top-k", "0")[0] == 2
+    assert _run(capsys, "predict", str(run_dir), str(empty), "--backend", "onnx")[0] == 2
+    with pytest.raises(SystemExit) as e:  # argparse: --json and --csv exclude each other
+        main(["predict", str(run_dir), str(empty), "--json", "--csv", "x.csv"])
+    assert e.value.code == 2
+
+
+def test_json_output(run_dir, good_dir, tmp_path, capsys):
+    (tmp_path / "bad.jpg").write_bytes(b"")
+    code, out, _ = _run(capsys, "predict", str(run_dir), str(good_dir), str(tmp_path / "bad.jpg"),
+                        "--json", "--top-k", "2")
+    assert code == 1
+    data = json.loads(out)
+    assert [Path(d["file"]).name for d in data] == ["a.png", "b.png", "a.png", "bad.jpg"]
+    for d in data[:3]:
+        assert set(d) == {"file", "predictions", "error"} and d["error"] is None
+        assert len(d["predictions"]) == 2
+        assert set(d["predictions"][0]) == {"class", "probability"}
+        assert d["predictions"][0]["probability"] >= d["predictions"][1]["probability"]
+    assert data[3]["predictions"] == [] and "empty" in data[3]["error"]
+
+
+def test_csv_output(run_dir, good_dir, tmp_path, capsys):
+    (tmp_path / "bad.png").write_text("text")
+    target = tmp_path / "out.csv"
+    code, out, err = _run(capsys, "predict", str(run_dir), str(good_dir),
+                          str(tmp_path / "bad.png"), "--csv", str(target))
+    assert code == 1 and str(target) in err
+    assert len(out.strip().splitlines()) == 3  # human lines still printed
+    rows = list(csv.DictReader(io.StringIO(target.read_text())))
+    assert list(rows[0]) == ["file", "rank", "class", "probability", "error"]
+    ok = [r for r in rows if not r["error"]]
+    assert len(ok) == 3 * 3 and [r["rank"] for r in ok[:3]] == ["1", "2", "3"]
+    probs = np.array([float(r["probability"]) for r in ok]).reshape(3, 3)
+    assert (np.diff(probs, axis=1) <= 0).all() and (probs > 0).all()
+    (failed,) = [r for r in rows if r["error"]]
+    assert failed["file"] == str(tmp_path / "bad.png") and failed["class"] == ""
+
+
+def test_show_steps_writes_unique_pngs(run_dir, good_dir, tmp_path, capsys):
+    steps = tmp_path / "steps"
+    code, _, _ = _run(capsys, "predict", str(run_dir), str(good_dir), "--show-steps", str(steps))
+    assert code == 0
+    written = sorted(p.name for p in steps.iterdir())
+    assert written == ["a-2.steps.png", "a.steps.png", "b.steps.png"]
+    with Image.open(steps / "a.steps.png") as im:
+        assert im.format == "PNG" and im.width > im.height > 28
+
+
+def test_onnx_backend_from_cli(run_dir, good_dir, capsys):
+    pytest.importorskip("onnxruntime")
+    from fmnist.export import export_onnx
+
+    export_onnx(run_dir, check=False)
+    code_t, out_t, _ = _run(capsys, "predict", str(run_dir), str(good_dir), "--top-k", "1")
+    code_o, out_o, _ = _run(capsys, "predict", str(run_dir), str(good_dir), "--top-k", "1",
+                            "--backend", "onnx")
+    code_f, out_f, _ = _run(capsys, "predict", str(run_dir / "model.onnx"), str(good_dir),
+                            "--top-k", "1")
+    assert code_t == code_o == code_f == 0
+
+    def classes(out: str) -> list[str]:
+        return [line.rsplit(": ", 1)[1].split(" (")[0] for line in out.strip().splitlines()]
+
+    assert classes(out_t) == classes(out_o) == classes(out_f)
