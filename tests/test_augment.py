@@ -1,0 +1,78 @@
+"""Batched augmentations: shapes, seeding, and that each does what its name says."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fmnist.augment import AUGMENTATIONS, build_augment, parse_augment
+from fmnist.errors import ConfigError
+
+
+def _batch(n: int = 16) -> torch.Tensor:
+    x = torch.zeros(n, 1, 28, 28)
+    x[:, :, 8:20, 4:12] = 1.0  # a bright block left of centre
+    return x
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name", AUGMENTATIONS.names())
+def test_every_augmentation_keeps_shape_range_and_is_seeded(name):
+    aug = build_augment([name])
+    x = _batch()
+    a, b = aug(x.clone(), _gen(1)), aug(x.clone(), _gen(1))
+    assert a.shape == x.shape and a.dtype == x.dtype
+    assert torch.equal(a, b)  # same generator state, same result
+    assert not torch.equal(a, aug(x.clone(), _gen(2)))  # another seed, other draws
+    assert a.min() >= 0 and a.max() <= 1.0 + 1e-6
+
+
+def test_flip_with_probability_one_mirrors():
+    x = _batch(4)
+    out = AUGMENTATIONS.get("flip")(1.0)(x, _gen())
+    assert torch.equal(out, x.flip(-1))
+
+
+def test_translate_moves_content_with_zero_padding_and_keeps_mass_near():
+    x = _batch(64)
+    out = build_augment(["translate:2"])(x, _gen())
+    assert torch.equal(build_augment(["translate:0"])(x, _gen()), x)
+    # the block never leaves the frame with a 2-pixel shift: mass is preserved exactly
+    torch.testing.assert_close(out.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)))
+    moved = (out != x).flatten(1).any(1).float().mean()
+    assert moved > 0.8  # 24 of 25 offsets move the block
+
+
+def test_erase_blanks_a_rectangle_of_bounded_area():
+    x = torch.ones(200, 1, 28, 28)
+    out = AUGMENTATIONS.get("erase")(1.0)(x, _gen())
+    erased = (out == 0).flatten(1).float().mean(1)
+    assert (erased > 0).all()
+    assert erased.max() <= 0.2 + 1e-6 and erased.min() >= 1 / 784
+
+
+def test_affine_strength_zero_is_identity_and_default_changes_geometry():
+    x = _batch(8)
+    torch.testing.assert_close(AUGMENTATIONS.get("affine")(0.0)(x, _gen()), x, atol=1e-5,
+                               rtol=0)
+    assert (AUGMENTATIONS.get("affine")(None)(x, _gen()) - x).abs().mean() > 0.01
+
+
+def test_photometric_changes_intensity_not_geometry():
+    x = _batch(32) * 0.9
+    out = AUGMENTATIONS.get("photometric")(1.0)(x, _gen())
+    # blur and line thickening reach at most 2 pixels; background further away stays black
+    near = torch.nn.functional.max_pool2d(x, 5, stride=1, padding=2) > 0
+    assert (out[~near] == 0).all()
+    assert not torch.allclose(out, x)
+
+
+def test_unknown_and_malformed_augmentations_are_named():
+    with pytest.raises(ConfigError, match="unknown augmentation 'rotate'.*Valid"):
+        parse_augment("rotate")
+    with pytest.raises(ConfigError, match="'translate:two'.*not a number"):
+        parse_augment("translate:two")
+    assert build_augment([]) is None
