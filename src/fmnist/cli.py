@@ -77,6 +77,12 @@ def _parsers_training(sub) -> None:
     tr.add_argument("--data-dir", help="folder with the dataset files")
     tr.add_argument("--offline", action="store_true", help="never download")
     tr.add_argument("--no-report", action="store_true", help="skip report.html at the end")
+    tr.add_argument("--params", metavar="JSON",
+                    help="recipe-field overrides from a JSON file: best.json of `fmnist tune` "
+                    "or a plain object; explicit flags win over it")
+    tr.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="LOG_DIR",
+                    help="log scalars, confusion matrix and predictions to TensorBoard "
+                    "(default LOG_DIR: RUN/tensorboard; needs fmnist[tensorboard])")
     tr.add_argument("--nproc", type=int, metavar="N",
                     help="data-parallel over N local processes (launches torchrun for you)")
     _add_recipe_flags(tr)
@@ -113,7 +119,7 @@ def _parsers_inference(sub) -> None:
     pr = sub.add_parser(
         "predict", help="top-k classes for image files or folders",
         description="Predict image files (folders are walked recursively for image files). "
-        "Prints one line per file: `path: Class (p%%), ...`. A file that cannot be read is "
+        "Prints one line per file: `path: Class (p%), ...`. A file that cannot be read is "
         "reported on stderr and the rest go on. Exit code 0: all predicted, 1: some files "
         "failed, 2: usage error (bad model path, no images).")
     pr.add_argument("model", metavar="MODEL", help="run folder, model.pt or model.onnx")
@@ -147,6 +153,29 @@ def _parsers_inference(sub) -> None:
     ex.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def _parsers_serve(sub) -> None:
+    sv = sub.add_parser(
+        "serve", help="web app and REST API for a model",
+        description="Serve the page (upload, gallery, model card) and the REST API "
+        "(POST /api/predict, GET /api/model, GET /api/gallery, GET /healthz; docs at /docs) "
+        "with uvicorn. The model loads once, at start. Needs the serve extra: "
+        "pip install 'fmnist[serve]'.")
+    sv.add_argument("model", nargs="?", metavar="MODEL",
+                    help="run folder, model.pt or model.onnx (default: the newest run under "
+                    "runs/)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="interface to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sv.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                    help="auto: onnx for .onnx files, torch otherwise")
+    sv.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda")
+    sv.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
+    sv.add_argument("--max-upload-mb", type=float, default=10.0,
+                    help="largest file accepted, in MiB (default 10)")
+    sv.add_argument("--max-files", type=int, default=16,
+                    help="most files per request (default 16)")
+
+
 # Each command group adds its subparsers here; the commands themselves are registered
 # with @command("name") below. Add a group: write _parsers_x(sub), append it.
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -154,6 +183,7 @@ PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _parsers_training,
     _parsers_evaluation,
     _parsers_inference,
+    _parsers_serve,
 ]
 
 
@@ -304,10 +334,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         return launch(args.nproc, _without_option(args.argv, "--nproc"))
     overrides = _recipe_overrides(args)
+    callbacks: list = []
+    if args.params:
+        from .tune import read_params
+
+        tuned_for, params = read_params(args.params)
+        if tuned_for and tuned_for != args.recipe and not args.resume:
+            raise FmnistError(f"--params {args.params} was tuned for recipe {tuned_for!r}, "
+                              f"not {args.recipe!r}; add --recipe {tuned_for}.")
+        overrides = {**params, **overrides}
+    if args.tensorboard is not None:
+        from .tensorboard import TensorBoardLogger
+
+        callbacks.append(TensorBoardLogger(args.tensorboard or None))
     try:
         run = train(None if args.resume else args.recipe, out=args.out, data_dir=args.data_dir,
                     device=args.device, resume=args.resume, offline=args.offline,
-                    report=not args.no_report, **overrides)
+                    report=not args.no_report, callbacks=callbacks, **overrides)
     except TrainingInterrupted as e:
         print(f"fmnist: {e}", file=sys.stderr)
         return 130
@@ -482,6 +525,104 @@ def _without_option(argv: Sequence[str], option: str) -> list[str]:
         elif not a.startswith(option + "="):
             out.append(a)
     return out
+
+
+def _parsers_tune(sub) -> None:
+    tu = sub.add_parser(
+        "tune", help="search a recipe's hyperparameters with Optuna (needs fmnist[tune])",
+        description="Hyperparameter search: TPE sampling over the recipe's search space "
+        "(fmnist.tune.SEARCH_SPACES), median pruning on per-epoch validation accuracy (the "
+        "test split is never used). The study is stored in SQLite, so running the same "
+        "command again continues it. Writes OUT/best.json, trials.csv and plots; train "
+        "with the result: fmnist train --recipe NAME --params OUT/best.json. Recipe-field "
+        "flags fix that field for every trial (and take it out of the search).")
+    tu.add_argument("--recipe", default="fast", help="named recipe to tune (default fast)")
+    tu.add_argument("--trials", type=int, default=20,
+                    help="trials to run in this call (default 20), added to the study")
+    tu.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S s")
+    tu.add_argument("--trial-budget", type=float, metavar="S",
+                    help="stop a trial after S s of training (checked each epoch)")
+    tu.add_argument("--storage", metavar="URL",
+                    help="Optuna storage, e.g. sqlite:///runs/tune.db (default OUT/study.db)")
+    tu.add_argument("--study", metavar="NAME", help="study name (default: the recipe name)")
+    tu.add_argument("--out", help="study folder (default runs/tune-<study>)")
+    tu.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    tu.add_argument("--data-dir", help="folder with the dataset files")
+    tu.add_argument("--offline", action="store_true", help="never download")
+    _add_recipe_flags(tu)
+
+
+PARSERS.append(_parsers_tune)
+
+
+@command("tune")
+def cmd_tune(args: argparse.Namespace) -> int:
+    from .training import TrainingInterrupted
+    from .tune import tune
+
+    try:
+        r = tune(args.recipe, args.trials, storage=args.storage, study_name=args.study,
+                 out=args.out, timeout=args.timeout, trial_budget=args.trial_budget,
+                 data_dir=args.data_dir, device=args.device, offline=args.offline,
+                 **_recipe_overrides(args))
+    except TrainingInterrupted as e:
+        print(f"fmnist: tune interrupted during trial run {e.run_dir}; run the same command "
+              "again to continue the study", file=sys.stderr)
+        return 130
+    states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(r.states.items()))
+    out.print(f"study {r.study_name!r}: {r.n_trials} trials ({states}); storage {r.storage}")
+    if r.best_value is None:
+        out.print("no completed trial yet")
+        return 0
+    table = Table("field", "best value", "")
+    for k, v in r.best_params.items():
+        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v),
+                      "searched" if k in r.searched else "fixed")
+    out.print(table)
+    out.print(f"best val_acc {r.best_value:.2%} (trial {r.best_trial}); wrote {r.dir}/")
+    out.print(f"train it: fmnist train --recipe {r.recipe} --params {r.best_path}")
+    return 0
+
+
+@command("serve")
+def cmd_serve(args: argparse.Namespace) -> int:
+    import socket
+
+    try:
+        import uvicorn
+
+        from .serve import check_model_path, create_app, find_latest_run
+    except ImportError as e:
+        raise FmnistError(f"`fmnist serve` needs the serve extra ({e.name} is missing): "
+                          "pip install 'fmnist[serve]'.") from None
+    if args.max_upload_mb <= 0 or args.max_files < 1 or args.top_k < 1:
+        raise FmnistError("--max-upload-mb must be positive, --max-files and --top-k at "
+                          f"least 1; got {args.max_upload_mb}, {args.max_files}, {args.top_k}.")
+    model = check_model_path(args.model or find_latest_run("runs"), args.backend)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as e:
+            raise FmnistError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); "
+                              "pass another --port or --host.") from None
+    app = create_app(model, backend=args.backend, device=args.device, top_k=args.top_k,
+                     max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                     max_files=args.max_files)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{args.port}/"
+    print(f"fmnist: serving {model} at {url}  (API docs: {url}docs; Ctrl+C to stop)",
+          flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port,
+                    log_level="info" if args.verbose else "warning")
+    except SystemExit as e:  # uvicorn exits when the app fails to start (e.g. a bad model)
+        if e.code:
+            print("fmnist: error: the server did not start (see the log above)",
+                  file=sys.stderr)
+            return 2
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -173,6 +173,11 @@ _add(Recipe(
     label_smoothing=0.1, augment=("flip", "translate:2"), ema_decay=None,
     description="fastnet, one-cycle SGD, flips + shifts, bf16: a strong model in ~a minute",
 ))
+_add(dataclasses.replace(
+    RECIPES.get("fast"), name="photo",
+    augment=("flip", "translate:2", "affine", "photometric"),
+    description="fast + photo-like scale, aspect, rotation, contrast, blur, line width",
+))
 _add(Recipe(
     name="accurate", model="fastnet-wide", optimizer="sgd", lr=0.1, momentum=0.9,
     nesterov=True, weight_decay=5e-4, batch_size=256, epochs=30, schedule="onecycle",
