@@ -82,10 +82,20 @@ def inference(doc: dict) -> str:
     return "\n".join(lines) + "\n\n" + _machine(doc)
 
 
+def load(doc: dict) -> str:
+    lat = doc["latency_ms"]
+    lines = ["| requests | concurrency | errors | requests/s | p50 | p99 |",
+             "|---:|---:|---:|---:|---:|---:|",
+             f"| {doc['requests_done']} | {doc['concurrency']} | {doc['errors']} "
+             f"| {doc['requests_per_s']:.1f} | {lat['p50']:.1f} ms | {lat['p99']:.1f} ms |"]
+    return "\n".join(lines) + "\n\n" + _machine(doc)
+
+
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "baselines": ("baselines-cpu.json", baselines),
     "time-to-accuracy": ("time-to-accuracy-cpu.json", time_to_accuracy),
     "inference": ("inference-cpu.json", inference),
+    "load": ("load-cpu.json", load),
 }
 
 
