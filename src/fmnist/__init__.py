@@ -6,6 +6,24 @@ __version__ = "0.1.0"
 
 from .errors import ConfigError, DataError, FmnistError, ImageError, ModelFileError
 
+# The public API. Heavy parts (torch, onnx) load on first use: `import fmnist` stays fast.
+# name -> (module, attribute)
+_LAZY: dict[str, tuple[str, str]] = {
+    "load_dataset": ("datasets", "load_dataset"),
+    "list_datasets": ("datasets", "list_datasets"),
+    "create_model": ("models", "create_model"),
+    "list_models": ("models", "list_models"),
+    "list_recipes": ("recipes", "list_recipes"),
+    "resolve_recipe": ("recipes", "resolve_recipe"),
+    "train": ("training", "train"),
+    "load_model": ("checkpoints", "load_model"),
+    "evaluate": ("evaluation", "evaluate_run"),
+    "load_run": ("evaluation", "load_run"),
+    "write_report": ("report", "write_report"),
+    "Predictor": ("inference", "Predictor"),
+    "export_onnx": ("export", "export_onnx"),
+}
+
 __all__ = [
     "__version__",
     "FmnistError",
@@ -13,24 +31,16 @@ __all__ = [
     "ConfigError",
     "ModelFileError",
     "ImageError",
-    "Predictor",
-    "load_model",
-    "export_onnx",
+    *_LAZY,
 ]
-
-# Heavy parts (torch, onnx) load on first use: `import fmnist` stays fast.
-_LAZY = {
-    "Predictor": "inference",
-    "load_model": "checkpoints",
-    "export_onnx": "export",
-}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'fmnist' has no attribute {name!r}")
