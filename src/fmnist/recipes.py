@@ -178,11 +178,6 @@ _add(Recipe(
     augment=("flip", "translate:2"), tta=True,
     description="fastnet-22M, 3 one-cycle epochs, flips + shifts, bf16, TTA: ~1 min on 2 cores",
 ))
-_add(dataclasses.replace(
-    RECIPES.get("fast"), name="photo",
-    augment=("flip", "translate:2", "affine", "photometric"),
-    description="fast + photo-like scale, aspect, rotation, contrast, blur, line width",
-))
 _add(Recipe(
     name="accurate", model="fastnet", optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
     weight_decay=5e-4, batch_size=256, epochs=20, schedule="onecycle", warmup_epochs=3,
