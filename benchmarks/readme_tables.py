@@ -91,11 +91,22 @@ def load(doc: dict) -> str:
     return "\n".join(lines) + "\n\n" + _machine(doc)
 
 
+def photos(doc: dict) -> str:
+    lines = ["| model | test images (same 1,000) | photos through `fmnist.preprocess` "
+             "| photos through naive resize |", "|---|---:|---:|---:|"]
+    for r in doc["results"]:
+        lines.append(f"| `{r['recipe']}` | {_pct(r['originals'])} "
+                     f"| **{_pct(r['photos_fmnist_preprocess'])}** "
+                     f"| {_pct(r['photos_naive_resize'])} |")
+    return "\n".join(lines) + "\n\n" + _machine(doc)
+
+
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "baselines": ("baselines-cpu.json", baselines),
     "time-to-accuracy": ("time-to-accuracy-cpu.json", time_to_accuracy),
     "inference": ("inference-cpu.json", inference),
     "load": ("load-cpu.json", load),
+    "photos": ("photos-cpu.json", photos),
 }
 
 
