@@ -293,3 +293,11 @@ def test_warmup_is_capped_so_short_runs_anneal():
         lrs.append(opt.param_groups[0]["lr"])
     assert max(lrs) == pytest.approx(recipe.lr)  # the peak is reached...
     assert lrs[-1] < 0.02 * recipe.lr  # ...and the run ends annealed
+
+
+def test_overriding_the_model_drops_the_recipes_model_kwargs():
+    assert resolve_recipe("fast").model_kwargs  # fast configures its fastnet
+    r = resolve_recipe("fast", model="baseline-small")
+    assert r.model_kwargs == {}
+    r = resolve_recipe("fast", model="resnet", model_kwargs={"depth": 8})
+    assert r.model_kwargs == {"depth": 8}

@@ -201,7 +201,9 @@ def get_recipe(name: str) -> Recipe:
 
 
 def resolve_recipe(recipe: str | Recipe = "fast", **overrides: Any) -> Recipe:
-    """The named recipe with ``overrides`` applied (None values ignored), validated."""
+    """The named recipe with ``overrides`` applied (None values ignored), validated.
+
+    Overriding ``model`` drops the recipe's ``model_kwargs`` unless new ones are given."""
     base = recipe if isinstance(recipe, Recipe) else RECIPES.get(recipe)
     fields = {f.name for f in dataclasses.fields(Recipe)}
     unknown = sorted(k for k in overrides if k not in fields)
@@ -210,4 +212,6 @@ def resolve_recipe(recipe: str | Recipe = "fast", **overrides: Any) -> Recipe:
             f"unknown recipe field(s) {', '.join(unknown)}; valid: {', '.join(sorted(fields))}."
         )
     changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes.get("model", base.model) != base.model and "model_kwargs" not in changes:
+        changes["model_kwargs"] = {}  # the recipe's kwargs belong to the recipe's model
     return dataclasses.replace(base, **changes).validate()
