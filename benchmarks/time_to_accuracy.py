@@ -1,6 +1,6 @@
 """Time to accuracy: train recipes side by side and record test accuracy against time.
 
-    python benchmarks/time_to_accuracy.py [--recipes fast,accurate,baseline-3conv]
+    python benchmarks/time_to_accuracy.py [--recipes fast,baseline-3conv,accurate:1]
                                           [--seeds 3] [--budget SECONDS] [--device auto]
 
 Every run evaluates the 10,000 test images at each epoch end; that evaluation is timed
@@ -122,8 +122,9 @@ def print_table(summary: dict[str, dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipes", default=f"fast,accurate,{REFERENCE}")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--recipes", default=f"fast,{REFERENCE},accurate",
+                   help="comma-separated; NAME:K runs that recipe with K seeds")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per recipe (default 3)")
     p.add_argument("--budget", type=float, help="stop each run after this much training time")
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir")
@@ -134,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     device = select_device(args.device)
     ds = load_dataset("fashion-mnist", args.data_dir)
     runs = []
-    for name in args.recipes.split(","):
+    for item in args.recipes.split(","):
+        name, _, n_seeds = item.partition(":")  # "accurate:1" runs that recipe with 1 seed
         recipe = get_recipe(name)
-        for seed in range(args.seeds):
+        for seed in range(int(n_seeds) if n_seeds else args.seeds):
             curve = TestCurve(ds.test.images, ds.test.labels, args.budget)
             with tempfile.TemporaryDirectory() as tmp:
                 run = train(recipe, dataset=ds, out=f"{tmp}/run", device=device, seed=seed,
