@@ -71,14 +71,13 @@ def time_to_accuracy(doc: dict) -> str:
 
 
 def inference(doc: dict) -> str:
-    rows = doc.get("results", [])
-    if not rows:
-        return "_no results_"
-    keys = [k for k in rows[0] if k not in ("notes",)]
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for r in rows:
-        lines.append("| " + " | ".join(
-            f"{r[k]:,.1f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+    lines = ["| backend | latency p50 (batch 1) | p99 | images/s, batch 1 | images/s, batch 256 "
+             "| accuracy (1,000 test images) |", "|---|---:|---:|---:|---:|---:|"]
+    for r in doc.get("results", []):
+        lines.append(
+            f"| {r['name']} | {r['latency_p50_ms']:.2f} ms | {r['latency_p99_ms']:.2f} ms "
+            f"| {r['images_per_s_batch1']:,.0f} | {r['images_per_s_batch256']:,.0f} "
+            f"| {_pct(r.get('accuracy_1000'))} |")
     return "\n".join(lines) + "\n\n" + _machine(doc)
 
 

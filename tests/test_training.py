@@ -263,6 +263,7 @@ def test_two_process_gloo_run_matches_single_process(learnable_csv_dir, tmp_path
               "--no-report"]
     r = _cli("train", *common, "--nproc", "2", "--out", tmp_path / "ddp", timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("test accuracy") == 1  # rank 0 alone reports
     d = tmp_path / "ddp"
     config = read_config(d)
     assert config["distributed"]["world_size"] == 2
