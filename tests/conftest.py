@@ -94,3 +94,27 @@ def learnable_dataset(learnable_csv_dir: Path):
     from fmnist.datasets import load_dataset
 
     return load_dataset("fashion-mnist", learnable_csv_dir)
+
+
+TINY_RUN = dict(model="baseline-small", optimizer="adam", lr=3e-3, epochs=3, batch_size=32,
+                train_limit=600)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_copy(tmp_path_factory: pytest.TempPathFactory, learnable_dataset):
+    """Factory: ``tiny_run_copy(name)`` -> a fresh copy of one tiny trained run folder
+    (baseline-small on the learnable data), trained once per session and shared by the
+    inference, export and predict-CLI tests."""
+    import shutil
+
+    from fmnist.training import train
+
+    shared = tmp_path_factory.mktemp("tiny-run") / "run"
+    train(dataset=learnable_dataset, out=shared, **TINY_RUN)
+
+    def copy(name: str) -> Path:
+        dst = tmp_path_factory.mktemp(name) / "run"
+        shutil.copytree(shared, dst)
+        return dst
+
+    return copy

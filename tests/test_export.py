@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,27 +26,11 @@ from fmnist.export import (  # noqa: E402
     onnx_session,
     read_onnx_metadata,
 )
-from fmnist.training import train  # noqa: E402
-
-TINY = dict(model="baseline-small", optimizer="adam", lr=3e-3, epochs=3, batch_size=32,
-            train_limit=600)
-
-
-def _tiny_run(tmp_path_factory: pytest.TempPathFactory, dataset, name: str) -> Path:
-    """A copy of one tiny trained run, trained once per session and shared by the
-    inference, export and predict-CLI tests (the cache key is the recipe)."""
-    key = hashlib.sha1(repr(sorted(TINY.items())).encode()).hexdigest()[:10]
-    shared = tmp_path_factory.getbasetemp() / f"tiny-run-{key}"
-    if not (shared / "model.pt").is_file():
-        train(dataset=dataset, out=shared, **TINY)
-    copy = tmp_path_factory.mktemp(name) / "run"
-    shutil.copytree(shared, copy)
-    return copy
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, learnable_dataset) -> Path:
-    return _tiny_run(tmp_path_factory, learnable_dataset, "export")
+def run_dir(tiny_run_copy) -> Path:
+    return tiny_run_copy("export")
 
 
 @pytest.fixture(scope="module")

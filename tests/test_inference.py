@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,27 +21,11 @@ from fmnist.inference import (  # noqa: E402
     steps_file_names,
 )
 from fmnist.preprocess import MAX_FILE_BYTES, preprocess  # noqa: E402
-from fmnist.training import train  # noqa: E402
-
-TINY = dict(model="baseline-small", optimizer="adam", lr=3e-3, epochs=3, batch_size=32,
-            train_limit=600)
-
-def _tiny_run(tmp_path_factory: pytest.TempPathFactory, dataset, name: str) -> Path:
-    """A copy of one tiny trained run, trained once per session and shared by the
-    inference, export and predict-CLI tests (the cache key is the recipe)."""
-    key = hashlib.sha1(repr(sorted(TINY.items())).encode()).hexdigest()[:10]
-    shared = tmp_path_factory.getbasetemp() / f"tiny-run-{key}"
-    if not (shared / "model.pt").is_file():
-        train(dataset=dataset, out=shared, **TINY)
-    copy = tmp_path_factory.mktemp(name) / "run"
-    shutil.copytree(shared, copy)
-    return copy
-
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, learnable_dataset) -> Path:
-    out = _tiny_run(tmp_path_factory, learnable_dataset, "inference")
+def run_dir(tiny_run_copy, learnable_dataset) -> Path:
+    out = tiny_run_copy("inference")
     export_onnx(out, dataset=learnable_dataset)
     return out
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,30 +13,13 @@ import pytest
 from PIL import Image
 
 from fmnist.cli import main
-from fmnist.training import train
 
 LINE = re.compile(r"^(?P<file>.+): (?P<preds>[^:]+ \(\d+\.\d%\)(, [^:]+ \(\d+\.\d%\))*)$")
 
 
-TINY = dict(model="baseline-small", optimizer="adam", lr=3e-3, epochs=3, batch_size=32,
-            train_limit=600)
-
-
-def _tiny_run(tmp_path_factory: pytest.TempPathFactory, dataset, name: str) -> Path:
-    """A copy of one tiny trained run, trained once per session and shared by the
-    inference, export and predict-CLI tests (the cache key is the recipe)."""
-    key = hashlib.sha1(repr(sorted(TINY.items())).encode()).hexdigest()[:10]
-    shared = tmp_path_factory.getbasetemp() / f"tiny-run-{key}"
-    if not (shared / "model.pt").is_file():
-        train(dataset=dataset, out=shared, **TINY)
-    copy = tmp_path_factory.mktemp(name) / "run"
-    shutil.copytree(shared, copy)
-    return copy
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory, learnable_dataset) -> Path:
-    return _tiny_run(tmp_path_factory, learnable_dataset, "predict-cli")
+def run_dir(tiny_run_copy) -> Path:
+    return tiny_run_copy("predict-cli")
 
 
 @pytest.fixture
