@@ -20,18 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+from fmnist.datasets import DATASETS
+
+CLASSES = DATASETS.get("fashion-mnist").classes
 
 
 def read_idx(path: Path) -> np.ndarray:

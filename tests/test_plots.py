@@ -12,20 +12,10 @@ from PIL import Image
 
 from fmnist import metrics as M
 from fmnist import plots as P
+from fmnist.datasets import DATASETS
 from fmnist.errors import ConfigError
 
-NAMES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+NAMES = list(DATASETS.get("fashion-mnist").classes)
 
 
 @pytest.fixture(scope="module")

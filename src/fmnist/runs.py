@@ -30,7 +30,8 @@ COLUMNS: dict[str, str] = {
 }
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file's top-level object, or {} when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -39,11 +40,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _row(run_dir: Path, root: Path) -> dict[str, Any]:
-    config = _read_json(run_dir / "config.json")
+    config = read_json_object(run_dir / "config.json")
     recipe = config.get("recipe") or {}
     history = read_history(run_dir)
     val = [r["val_acc"] for r in history if r.get("val_acc") is not None]
-    metrics = _read_json(run_dir / "metrics.json")
+    metrics = read_json_object(run_dir / "metrics.json")
     status = config.get("status") or "?"
     if status == "running" and not (run_dir / "checkpoints" / "last.pt").exists():
         status = "started"

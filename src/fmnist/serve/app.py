@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 import os
 import threading
@@ -63,6 +62,7 @@ from ..preprocess import (
     load_image,
     preprocess,
 )
+from ..runs import read_json_object
 
 log = logging.getLogger("fmnist")
 
@@ -98,7 +98,7 @@ def find_latest_run(root: str | os.PathLike = "runs") -> Path:
         )
 
     def key(run: Path) -> tuple[str, float]:
-        created = _read_json(run / "config.json").get("created")
+        created = read_json_object(run / "config.json").get("created")
         mtime = (run / "model.pt").stat().st_mtime
         stamp = created if isinstance(created, str) else _iso(mtime)
         return stamp, mtime
@@ -121,13 +121,6 @@ def check_model_path(path: str | os.PathLike, backend: str = "auto") -> Path:
     return p
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
 
 def _iso(mtime: float) -> str:
     return datetime.fromtimestamp(mtime, UTC).isoformat(timespec="seconds")
@@ -143,8 +136,8 @@ def model_card(predictor: Predictor, model_path: Path) -> dict[str, Any]:
     """What ``GET /api/model`` returns: the predictor's metadata plus the run's facts."""
     meta = predictor.meta
     run = _run_dir(model_path)
-    config = _read_json(run / "config.json") if run else {}
-    metrics = _read_json(run / "metrics.json") if run else {}
+    config = read_json_object(run / "config.json") if run else {}
+    metrics = read_json_object(run / "metrics.json") if run else {}
     accuracy = metrics.get("accuracy", (meta.get("metrics") or {}).get("test_acc"))
     source = Path(meta.get("source") or model_path)
     created = config.get("created") or (_iso(source.stat().st_mtime) if source.exists() else None)
@@ -215,7 +208,7 @@ class Gallery:
         if self._source is False or self._source is None:
             raise ConfigError("the gallery is turned off")
         run = _run_dir(self._model_path)
-        config = _read_json(run / "config.json") if run else {}
+        config = read_json_object(run / "config.json") if run else {}
         recorded = config.get("dataset") or {}
         name = recorded.get("name") or self._dataset_name or "fashion-mnist"
         name = name if name in list_datasets() else "fashion-mnist"
