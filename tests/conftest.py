@@ -118,3 +118,15 @@ def tiny_run_copy(tmp_path_factory: pytest.TempPathFactory, learnable_dataset):
         return dst
 
     return copy
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine run several times faster on one intra-op
+    thread than on two fighting other processes."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,16 +21,7 @@ SCALAR_TAGS = {"loss/train", "accuracy/train", "lr", "time/epoch_seconds",
                "time/eval_seconds"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run several times faster on one intra-op
-    thread than on two fighting other processes."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read_events(log_dir):

@@ -25,16 +25,7 @@ QUICK = dict(model="baseline-small", optimizer="adam", epochs=2, batch_size=40,
 GOOD_LR = {"lr": ("log", 2e-3, 6e-3)}  # every sample learns the data, some better
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run several times faster on one intra-op
-    thread than on two fighting other processes."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- spaces

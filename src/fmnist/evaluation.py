@@ -70,14 +70,6 @@ def predict_probs(
     return np.concatenate(outs) if outs else np.zeros((0, 0))
 
 
-def quick_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy and mean NLL: what every epoch's validation needs."""
-    labels = np.asarray(labels)
-    p_true = probs[np.arange(len(labels)), labels]
-    return {
-        "acc": float((probs.argmax(1) == labels).mean()),
-        "loss": float(-np.log(np.clip(p_true, 1e-12, None)).mean()),
-    }
 
 
 def evaluate_model(
@@ -178,11 +170,10 @@ class LoadedRun:
         """:func:`evaluate_model` on one split; ``tta=None`` follows the recipe."""
         data = self.split(split)
         use_tta = self.recipe.tta if tta is None else bool(tta)
-        t0 = time.perf_counter()
-        probs = self.predict(data.images, tta=use_tta)
-        return {"split": split, **metrics_from_probs(
-            probs, data.labels, self.classes, seconds=time.perf_counter() - t0, tta=use_tta,
-            bf16=self.bf16, device=self.device)}
+        return {"split": split, **evaluate_model(
+            self.model, data, self.classes, mean=self.meta.mean, std=self.meta.std,
+            device=self.device, bf16=self.bf16, channels_last=self.recipe.channels_last,
+            tta=use_tta)}
 
 
 def load_run(
