@@ -180,6 +180,26 @@ def test_fastnet_options_change_the_architecture() -> None:
     assert count_params(create_model("fastnet-wide")) > 3 * count_params(default)
 
 
+def test_whitening_stem_whitens_patches_of_the_data() -> None:
+    torch.manual_seed(0)
+    # spatially correlated images: neighbouring pixels are far from independent
+    images = 10 * F.avg_pool2d(torch.randn(512, 1, 32, 32), 5, stride=1)  # (512, 1, 28, 28)
+    model = create_model("fastnet", stem="whiten")
+    whiten = model.stem[0]
+    assert whiten.out_channels == 18 and not whiten.conv.weight.requires_grad
+    assert model(_batch()).shape == (2, 10)
+    model.init_from_data(images)
+    out = F.conv2d(images, whiten.conv.weight[:9])  # (512, 9, 26, 26): interior patches
+    flat = out.permute(1, 0, 2, 3).reshape(9, -1).double()
+    cov = flat @ flat.T / flat.shape[1]
+    assert torch.allclose(cov, torch.eye(9, dtype=cov.dtype), atol=0.05)  # unit, decorrelated
+    assert torch.equal(whiten.conv.weight[9:], -whiten.conv.weight[:9])
+    # the frozen filters are not trained; the bias is
+    loss = F.cross_entropy(model(images[:8]), torch.arange(8))
+    loss.backward()
+    assert whiten.conv.weight.grad is None and whiten.conv.bias.grad is not None
+
+
 def test_logit_scale_scales_logits() -> None:
     torch.manual_seed(0)
     plain = create_model("fastnet").eval()
@@ -255,6 +275,7 @@ def test_unknown_kwarg_is_named_with_valid_options() -> None:
         ("fastnet", {"residual": (True,)}, "residual"),
         ("fastnet", {"act": "tanh"}, "'tanh'"),
         ("fastnet", {"pool": "sum"}, "pool"),
+        ("fastnet", {"stem": "patch"}, "stem"),
         ("baseline-small", {"num_classes": 0}, "num_classes"),
         ("baseline-small", {"in_channels": 0}, "in_channels"),
     ],

@@ -106,6 +106,23 @@ def test_run_folder_contents_and_model_file(learnable_dataset, tmp_path):
     assert json.loads((d / "metrics.json").read_text())["accuracy"] == run.test_accuracy
 
 
+def test_whitening_stem_is_set_from_the_data_and_saved(learnable_dataset, tmp_path):
+    from fmnist.models import create_model
+
+    random_init = create_model("fastnet", stem="whiten").stem[0].conv.weight
+    run = train(dataset=learnable_dataset, out=tmp_path / "w", model="fastnet",
+                model_kwargs={"widths": (16, 32), "stem": "whiten"}, epochs=2,
+                batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, seed=1)
+    model, _ = load_model(run.dir)
+    weight = model.stem[0].conv.weight
+    assert not torch.allclose(weight, random_init)  # set from the data, kept through training
+    images = torch.from_numpy(learnable_dataset.train.images[:2000]).unsqueeze(1) / 255.0
+    x = (images - learnable_dataset.mean) / learnable_dataset.std
+    out = torch.nn.functional.conv2d(x, weight[:9]).permute(1, 0, 2, 3).reshape(9, -1)
+    assert torch.allclose(out.var(dim=1), torch.ones(9), atol=0.25)  # unit variance
+    assert run.test_accuracy > 0.5
+
+
 def test_model_file_with_code_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):

@@ -360,6 +360,44 @@ def _conv_bn_act(c_in: int, c_out: int, act: str) -> nn.Sequential:
     )
 
 
+class PatchWhitening(nn.Module):
+    """Frozen k x k conv whose filters whiten the data's patches (airbench's stem).
+
+    ``init_from_data`` sets the filters to the eigenvectors of the patch covariance
+    scaled by 1/sqrt(eigenvalue) and their negatives (2*C*k*k channels), so after a ReLU
+    the stem passes on every patch direction at unit variance from the first step. The
+    filters stay fixed; the bias trains. Untouched, the filters are a random frozen conv.
+    """
+
+    def __init__(self, in_channels: int, kernel: int, eps: float = 5e-4) -> None:
+        super().__init__()
+        dim = in_channels * kernel * kernel
+        self.conv = nn.Conv2d(in_channels, 2 * dim, kernel, padding=kernel // 2)
+        self.conv.weight.requires_grad_(False)
+        self.eps = eps
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv.out_channels
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """``images``: (N, C, H, W) normalized training images (a few thousand suffice)."""
+        weight = self.conv.weight  # (2D, C, k, k)
+        c, k = weight.shape[1], weight.shape[2]
+        patches = nn.functional.unfold(images.float(), k)  # (N, C*k*k, L), no padding
+        patches = patches.transpose(1, 2).reshape(-1, c * k * k).double()  # (N*L, D)
+        cov = patches.T @ patches / len(patches)  # (D, D)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues.clamp_min(0) + self.eps)[:, None])
+        filters = filters.flip(0).reshape(-1, c, k, k)  # (D, C, k, k), largest first
+        weight.copy_(torch.cat([filters, -filters]).to(weight.dtype))
+        self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)  # (B, 2*C*k*k, H, W)
+
+
 class FastBlock(nn.Module):
     """conv -> maxpool 2 -> BN -> act, then optionally x + act(BN(conv(x)))."""
 
@@ -388,6 +426,7 @@ class FastNet(nn.Module):
         in_channels: int,
         widths: tuple[int, ...],
         stem_width: int,
+        stem: str,
         residual: tuple[bool, ...],
         act: str,
         pool: str,
@@ -396,7 +435,12 @@ class FastNet(nn.Module):
         zero_init_residual: bool,
     ) -> None:
         super().__init__()
-        self.stem = _conv_bn_act(in_channels, stem_width, act)
+        if stem == "whiten":
+            whiten = PatchWhitening(in_channels, 3)
+            self.stem = nn.Sequential(whiten, _ACTIVATIONS[act]())
+            stem_width = whiten.out_channels
+        else:
+            self.stem = _conv_bn_act(in_channels, stem_width, act)
         chans = (stem_width, *widths)
         self.blocks = nn.Sequential(
             *(FastBlock(chans[i], chans[i + 1], act, residual[i]) for i in range(len(widths)))
@@ -413,6 +457,11 @@ class FastNet(nn.Module):
                 if b.residual is not None:
                     nn.init.zeros_(b.residual[1].weight)
 
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Data-dependent initialization before training (the whitening stem, if any)."""
+        if isinstance(self.stem[0], PatchWhitening):
+            self.stem[0].init_from_data(images)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)  # (B, stem_width, 28, 28)
         x = self.blocks(x)  # (B, widths[-1], 28 / 2**n, 28 / 2**n)
@@ -426,6 +475,7 @@ def _fastnet(
     in_channels: int,
     widths: Sequence[int],
     stem_width: int,
+    stem: str,
     residual: bool | Sequence[bool] | None,
     act: str,
     pool: str,
@@ -459,6 +509,7 @@ def _fastnet(
         in_channels=in_channels,
         widths=widths,
         stem_width=_check_positive_int("fastnet stem_width", stem_width),
+        stem=_check_choice("fastnet stem", stem, ("conv", "whiten")),
         residual=tuple(residual),
         act=_check_choice("fastnet act", act, tuple(_ACTIVATIONS)),
         pool=_check_choice("fastnet pool", pool, ("max", "avg")),
@@ -474,6 +525,7 @@ def fastnet(
     in_channels: int = 1,
     widths: tuple[int, ...] = (32, 64, 128),  # channels per block; each block halves H, W
     stem_width: int = 16,  # channels of the full-resolution stem conv (the costly layer)
+    stem: str = "conv",  # "conv" (conv-BN-act) | "whiten": frozen 3x3 patch whitening, 18 ch
     residual: bool | tuple[bool, ...] | None = None,  # residual conv per block; None: all but 1st
     act: str = "relu",  # "relu" | "gelu"
     pool: str = "max",  # global pooling before the head: "max" | "avg"
@@ -491,6 +543,7 @@ def fastnet_wide(
     in_channels: int = 1,
     widths: tuple[int, ...] = (64, 128, 256),
     stem_width: int = 32,
+    stem: str = "conv",
     residual: bool | tuple[bool, ...] = True,
     act: str = "relu",
     pool: str = "max",

@@ -191,6 +191,7 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
 
 
 MAX_WARMUP_FRACTION = 0.3
+DATA_INIT_IMAGES = 5000  # training images a model's data-dependent init (init_from_data) sees
 
 
 def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
@@ -444,6 +445,10 @@ def _train(
         else:
             log.warning("sync_bn needs CUDA: on the CPU each rank keeps its own BN statistics")
     model = model.to(dev, memory_format=memory_format)
+    if checkpoint is None and hasattr(model, "init_from_data"):
+        # data-dependent initialization (e.g. fastnet's whitening stem) from a fixed sample
+        sample = torch.from_numpy(train_split.images[:DATA_INIT_IMAGES]).to(dev)
+        model.init_from_data(((sample.unsqueeze(1).float() / 255.0) - mean) / std)
     net: nn.Module = model
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(
