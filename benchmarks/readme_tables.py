@@ -94,9 +94,20 @@ def photos(doc: dict) -> str:
     lines = ["| model | test images (same 1,000) | photos through `fmnist.preprocess` "
              "| photos through naive resize |", "|---|---:|---:|---:|"]
     for r in doc["results"]:
-        lines.append(f"| `{r['recipe']}` | {_pct(r['originals'])} "
+        lines.append(f"| `{Path(r['model']).name}` | {_pct(r['originals'])} "
                      f"| **{_pct(r['photos_fmnist_preprocess'])}** "
                      f"| {_pct(r['photos_naive_resize'])} |")
+    return "\n".join(lines) + "\n\n" + _machine(doc)
+
+
+def train_step(doc: dict) -> str:
+    groups = ("conv forward", "conv backward", "pooling", "normalization", "other")
+    lines = ["| model | MFLOPs/image | images/s | " + " | ".join(groups) + " |",
+             "|---|---:|---:|" + "---:|" * len(groups)]
+    for label, r in doc["results"].items():
+        shares = " | ".join(f"{100 * r['time_share'].get(g, 0.0):.0f}%" for g in groups)
+        lines.append(f"| {label} | {r['mflops_per_image']:.1f} | {r['images_per_second']:,} "
+                     f"| {shares} |")
     return "\n".join(lines) + "\n\n" + _machine(doc)
 
 
@@ -106,6 +117,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "inference": ("inference-cpu.json", inference),
     "load": ("load-cpu.json", load),
     "photos": ("photos-cpu.json", photos),
+    "train-step": ("train-step-cpu.json", train_step),
 }
 
 
