@@ -28,9 +28,10 @@ from fmnist.devices import autocast, use_bf16
 from fmnist.models import create_model, flops_per_image
 from fmnist.recipes import get_recipe
 
-# profiler operator name -> group (first matching substring wins)
-GROUPS = (("convolution_backward", "conv backward"), ("convolution", "conv forward"),
-          ("max_pool", "pooling"), ("fill_", "pooling"), ("batch_norm", "normalization"))
+# profiler operator name -> group (first matching substring wins); the rest is "other"
+OPERATOR_GROUPS = (("convolution_backward", "conv backward"), ("convolution", "conv forward"),
+                   ("max_pool", "pooling"), ("fill_", "pooling"), ("batch_norm", "normalization"))
+GROUPS = ("conv forward", "conv backward", "pooling", "normalization", "other")  # column order
 
 
 def parse_model(spec: str) -> tuple[str, dict]:
@@ -74,7 +75,7 @@ def measure(model: nn.Module, device: torch.device, batch: int, steps: int) -> d
     for event in prof.key_averages():
         if not event.key.startswith("aten::"):
             continue
-        group = next((g for sub, g in GROUPS if sub in event.key), "other")
+        group = next((g for sub, g in OPERATOR_GROUPS if sub in event.key), "other")
         shares[group] = shares.get(group, 0.0) + event.self_cpu_time_total
     total = sum(shares.values()) or 1.0
     return {"images_per_second": round(batch / statistics.median(seconds)),
@@ -99,16 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     for spec in filter(None, args.models.split(";")):
         specs[spec] = parse_model(spec)
     results = {}
-    groups = ("conv forward", "conv backward", "pooling", "normalization", "other")
-    print(f"{'model':40s} {'MFLOPs':>7s} {'img/s':>7s}  " + "  ".join(f"{g:>13s}" for g in groups))
+    print(f"{'model':40s} {'MFLOPs':>7s} {'img/s':>7s}  " + "  ".join(f"{g:>13s}" for g in GROUPS))
     for label, (name, kwargs) in specs.items():
         r = measure(create_model(name, **kwargs), device, args.batch, args.steps)
         results[label] = {"model": name, "kwargs": kwargs, **r}
-        share = "  ".join(f"{r['time_share'].get(g, 0.0):13.0%}" for g in groups)
+        share = "  ".join(f"{r['time_share'].get(g, 0.0):13.0%}" for g in GROUPS)
         print(f"{label:40s} {r['mflops_per_image']:7.1f} {r['images_per_second']:7d}  {share}",
               flush=True)
     path = write_result("train-step", device, {"batch": args.batch, "steps": args.steps,
-                                               "results": results})
+                                               "groups": GROUPS, "results": results})
     print(f"wrote {path}")
     return 0
 

@@ -48,7 +48,7 @@ from .devices import autocast, environment, select_device, use_bf16
 from .distributed import DistContext
 from .distributed import setup as setup_distributed
 from .errors import ConfigError, FmnistError
-from .evaluation import metrics_from_probs, predict_probs
+from .evaluation import metrics_from_probs, normalize_batch, predict_probs
 from .models import count_params, create_model
 from .progress import Progress
 from .recipes import Recipe, resolve_recipe
@@ -448,7 +448,7 @@ def _train(
     if checkpoint is None and hasattr(model, "init_from_data"):
         # data-dependent initialization (e.g. fastnet's whitening stem) from a fixed sample
         sample = torch.from_numpy(train_split.images[:DATA_INIT_IMAGES]).to(dev)
-        model.init_from_data(((sample.unsqueeze(1).float() / 255.0) - mean) / std)
+        model.init_from_data(normalize_batch(sample, mean, std))
     net: nn.Module = model
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(
