@@ -26,3 +26,19 @@ class ModelFileError(FmnistError):
 
 class ImageError(FmnistError):
     """An input image that cannot be decoded, is empty, or is too large."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image over the byte or pixel limit (a decompression bomb included): HTTP 413."""
+
+
+class UnsupportedImageError(ImageError):
+    """Not an image, or a format / pixel mode we do not decode: HTTP 415."""
+
+
+class CorruptImageError(ImageError):
+    """An empty, truncated or otherwise corrupt image file: HTTP 400."""
+
+
+class OutputPathError(FmnistError):
+    """An output path that cannot be written, or that would overwrite a user's file."""

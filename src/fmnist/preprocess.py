@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageDraw, ImageFilter, ImageFont, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import CorruptImageError, ImageError, ImageTooLargeError, UnsupportedImageError
 
 if TYPE_CHECKING:
     import torch
@@ -116,11 +116,15 @@ def load_image(
     WebP, GIF (first frame), BMP and TIFF are decoded. EXIF orientation is applied, alpha is
     composited (a cut-out's transparent background becomes background), palette, 1-bit,
     16-bit and CMYK are converted. The pixel count is checked from the header before any
-    pixel is decoded. ``draft_size`` lets JPEGs decode at a reduced DCT scale whose longest
-    side is still at least that many pixels (much faster for phone photos).
+    pixel is decoded. ``draft_size`` reduces the image, before any full-size conversion or
+    float work, to a longest side of at least that many pixels: JPEGs decode at a reduced
+    DCT scale, other formats are box-reduced by an integer factor in horizontal bands (so a
+    6300x6300 RGBA PNG costs its decoded bytes plus a band, not gigabytes of float32).
 
-    Raises :class:`ImageError` naming the input for a missing, empty, oversized, truncated,
-    zero-size or non-image input.
+    Raises a subclass of :class:`ImageError` naming the input:
+    :class:`ImageTooLargeError` (too many bytes or pixels), :class:`UnsupportedImageError`
+    (not an image, unsupported format or mode), :class:`CorruptImageError` (empty, truncated,
+    corrupt); plain :class:`ImageError` for a missing path or an unusable array.
     """
     label = _label(source, name)
     if isinstance(source, np.ndarray):
@@ -130,11 +134,72 @@ def load_image(
     else:
         data = _read_bytes(source, label, max_bytes)
         image = _decode(data, label, max_pixels, draft_size)
+    orientation = _orientation(image, label)
+    if draft_size:
+        image = _reduce(image, draft_size)
+    if orientation in _TRANSPOSE:
+        image = image.transpose(_TRANSPOSE[orientation])
+    return _standard_mode(image, label)
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+"""EXIF orientation -> the transposition that shows the image upright (as ImageOps does)."""
+REDUCE_BAND_ROWS: int = 256
+"""Output rows reduced per band: bounds the extra memory of :func:`_reduce` to a strip."""
+
+
+def _orientation(image: Image.Image, label: str) -> int | None:
+    """The EXIF orientation tag (1..8), read before any reduction drops the metadata."""
     try:
-        image = ImageOps.exif_transpose(image)
+        return image.getexif().get(ExifTags.Base.Orientation)
     except Exception as exc:  # a malformed EXIF block must not lose an otherwise fine image
         logger.warning("%s: ignoring unreadable EXIF orientation (%s)", label, exc)
-    return _standard_mode(image, label)
+        return None
+
+
+def _reducible(image: Image.Image) -> Image.Image:
+    """A mode that averages meaningfully: palette -> RGB(A), 1-bit -> L (others as they are)."""
+    if image.mode in ("P", "PA"):
+        alpha = image.mode == "PA" or "transparency" in image.info
+        return image.convert("RGBA" if alpha else "RGB")
+    if image.mode == "1":
+        return image.convert("L")
+    return image
+
+
+def _reduce(image: Image.Image, size: int) -> Image.Image:
+    """Box-reduce by the largest integer factor that keeps the longest side >= ``size``.
+
+    Works in bands of REDUCE_BAND_ROWS output rows, so mode conversions (palette, the
+    premultiplied alpha Pillow uses for RGBA) never copy the whole full-size image.
+    """
+    factor = max(image.size) // size
+    if factor < 2:
+        return image
+    w, h = image.size
+    out_size = (-(-w // factor), -(-h // factor))  # ceil, as Image.reduce
+    band = REDUCE_BAND_ROWS * factor
+    out: Image.Image | None = None
+    for top in range(0, h, band):
+        strip = _reducible(image.crop((0, top, w, min(h, top + band))))
+        if strip.mode.startswith("I;16"):  # Image.reduce has no 16-bit modes; BOX is the same
+            small = strip.resize((out_size[0], -(-strip.height // factor)),
+                                 Image.Resampling.BOX)
+        else:
+            small = strip.reduce(factor)
+        if out is None:
+            out = Image.new(small.mode, out_size)
+        out.paste(small, (0, top // factor))
+    assert out is not None
+    return out
 
 
 def _label(source: object, name: str | None) -> str:
@@ -160,7 +225,7 @@ def _read_bytes(source: object, label: str, max_bytes: int) -> bytes:
             raise ImageError(f"{label}: no such file; check the path")
         size = path.stat().st_size
         if size > max_bytes:
-            raise ImageError(
+            raise ImageTooLargeError(
                 f"{label}: file is {size:,} bytes, more than the {max_bytes:,} allowed; "
                 "resize or recompress it (e.g. a JPEG under 10 MB)"
             )
@@ -181,20 +246,20 @@ def _read_bytes(source: object, label: str, max_bytes: int) -> bytes:
             "file object, a PIL.Image.Image or a numpy array"
         )
     if not data:
-        raise ImageError(
+        raise CorruptImageError(
             f"{label}: file is empty (0 bytes); pass a PNG, JPEG, WebP, GIF, BMP or TIFF image"
         )
     if len(data) > max_bytes:
-        raise ImageError(f"{label}: more than {max_bytes:,} bytes; resize or recompress it")
+        raise ImageTooLargeError(f"{label}: more than {max_bytes:,} bytes; resize or recompress it")
     return data
 
 
 def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
     w, h = size
     if w <= 0 or h <= 0:
-        raise ImageError(f"{label}: image has zero size ({w}x{h}); pass a non-empty image")
+        raise CorruptImageError(f"{label}: image has zero size ({w}x{h}); pass a non-empty image")
     if w * h > max_pixels:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{label}: image is {w}x{h} = {w * h:,} pixels, more than the {max_pixels:,} "
             "allowed (possible decompression bomb); downscale it first"
         )
@@ -207,17 +272,17 @@ def _decode(data: bytes, label: str, max_pixels: int, draft_size: int | None) ->
         formats = [f for f in ALLOWED_FORMATS if f in Image.OPEN]
         image = Image.open(io.BytesIO(data), formats=formats)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{label}: refused as a decompression bomb ({exc}); downscale it first"
         ) from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(
+        raise UnsupportedImageError(
             f"{label}: not a readable image ({len(data):,} bytes, unknown or corrupt header); "
             "supported formats are PNG, JPEG, WebP, GIF, BMP and TIFF -- convert it (e.g. "
             "HEIC to JPEG)"
         ) from exc
     except Exception as exc:
-        raise ImageError(
+        raise CorruptImageError(
             f"{label}: cannot read the image header ({exc}); re-save it as PNG or JPEG"
         ) from exc
     return _checked_load(image, label, max_pixels, draft_size)
@@ -235,11 +300,11 @@ def _checked_load(
             image.draft(image.mode, (int(image.size[0] / scale), int(image.size[1] / scale)))
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(
+        raise ImageTooLargeError(
             f"{label}: refused as a decompression bomb ({exc}); downscale it first"
         ) from exc
     except Exception as exc:
-        raise ImageError(
+        raise CorruptImageError(
             f"{label}: image data is truncated or corrupt ({exc}); "
             "re-export or re-download the file"
         ) from exc
@@ -265,7 +330,7 @@ def _standard_mode(image: Image.Image, label: str) -> Image.Image:
     try:
         return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
     except Exception as exc:
-        raise ImageError(
+        raise UnsupportedImageError(
             f"{label}: unsupported pixel mode {mode!r} ({exc}); "
             "re-save it as an RGB or grayscale PNG/JPEG"
         ) from exc
@@ -292,7 +357,9 @@ def _to_uint8(arr: np.ndarray, label: str) -> np.ndarray:
         elif top > 255 or arr.dtype.itemsize == 2:
             x = (x + 128) // 257  # full 16-bit range -> 8 bits
         return np.clip(x, 0, 255).astype(np.uint8)
-    raise ImageError(f"{label}: unsupported array dtype {arr.dtype}; pass uint8 or float")
+    raise UnsupportedImageError(
+        f"{label}: unsupported array dtype {arr.dtype}; pass uint8 or float"
+    )
 
 
 def _array_to_image(arr: np.ndarray, label: str, max_pixels: int) -> Image.Image:

@@ -25,6 +25,17 @@ does the request fail, with the first failure's status and
 Request-level problems give ``{"detail": ...}``: 400 no files, 413 too many files or a
 body over the total limit (counted while it streams in, whatever Content-Length says).
 
+Memory: each upload is read and decoded inside one of ``max_decodes`` server-wide slots
+(default 2); decoding reduces to the working size before any full-size float work, so one
+decode costs at most the decoded image (<= 4 bytes x MAX_IMAGE_PIXELS = 160 MB) plus small
+change. Files that find no free slot **wait** (up to ``decode_wait_s``, default 30 s), then
+get 503 with ``Retry-After``. Error statuses come from the error's type
+(:data:`IMAGE_ERROR_STATUS`), never from re-opening the file.
+
+Every response carries ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``,
+``Referrer-Policy: no-referrer`` and a Content-Security-Policy (:data:`PAGE_CSP`; the page
+has no inline script or style).
+
 The model is loaded once, in the app's lifespan, into ``app.state.predictor``. Endpoints
 that run the model are plain ``def``: FastAPI runs them in its thread pool, so inference
 never blocks the event loop and concurrent uploads keep streaming in.
@@ -48,14 +59,19 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ..errors import ConfigError, FmnistError, ImageError
+from ..errors import (
+    ConfigError,
+    FmnistError,
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+)
 from ..inference import Predictor
 from ..preprocess import (
-    ALLOWED_FORMATS,
     MAX_FILE_BYTES,
     MAX_IMAGE_PIXELS,
     WORK_SIZE,
@@ -77,6 +93,32 @@ MULTIPART_SLACK: int = 1024 * 1024
 """Room for multipart headers and boundaries on top of max_files * max_upload_bytes."""
 ACCEPTED_TYPES = ("application/octet-stream", "")
 """Declared content types accepted besides ``image/*`` (what curl and some clients send)."""
+DEFAULT_MAX_DECODES: int = 2
+"""Uploads read and decoded at the same time; further files wait for a free slot. One decode
+holds at most about 4 bytes x MAX_IMAGE_PIXELS (the decoded image) plus its encoded bytes and
+a working-size copy, so this bounds the server's memory under concurrent worst-case uploads."""
+DECODE_WAIT_S: float = 30.0
+"""Longest a file waits for a decode slot; after that it is answered 503 with Retry-After."""
+IMAGE_ERROR_STATUS: dict[type[ImageError], int] = {ImageTooLargeError: 413,
+                                                   UnsupportedImageError: 415}
+"""HTTP status per image error type; any other :class:`ImageError` is a 400."""
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: "
+            "blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+            "form-action 'self'; frame-ancestors 'none'")
+"""The page's Content-Security-Policy: its own files only, no inline script or style; images
+from data: (the 28x28 the model saw, the gallery) and blob: (the upload's preview)."""
+DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net "
+            "https://fonts.googleapis.com; font-src 'self' https://fonts.gstatic.com; "
+            "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
+            "worker-src 'self' blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+            "frame-ancestors 'none'")
+"""FastAPI's /docs and /redoc pages load Swagger UI / ReDoc from their CDN with an inline
+bootstrap script; they alone get this looser policy."""
+SECURITY_HEADERS: dict[str, str] = {"X-Content-Type-Options": "nosniff",
+                                    "X-Frame-Options": "DENY",
+                                    "Referrer-Policy": "no-referrer"}
+"""Sent with every response, besides the Content-Security-Policy."""
 
 
 # --------------------------------------------------------------------------- models on disk
@@ -292,6 +334,28 @@ class _BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+class _SecurityHeaders:
+    """ASGI middleware: SECURITY_HEADERS and a Content-Security-Policy on every response."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        docs = scope.get("path", "").rstrip("/") in ("/docs", "/redoc")
+        extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+        extra.append((b"content-security-policy", (DOCS_CSP if docs else PAGE_CSP).encode()))
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 class _FileError(Exception):
     """One upload refused before decoding: its HTTP status and message."""
 
@@ -300,21 +364,13 @@ class _FileError(Exception):
         self.status, self.detail = status, detail
 
 
-def _error_status(data: bytes) -> int:
-    """HTTP status for bytes preprocess refused: 415 not an image, 413 too many pixels,
-    400 otherwise (empty, truncated, corrupt)."""
-    if not data:
-        return 400
-    try:
-        Image.init()
-        with Image.open(io.BytesIO(data), formats=[f for f in ALLOWED_FORMATS
-                                                   if f in Image.OPEN]) as im:
-            w, h = im.size
-    except UnidentifiedImageError:
-        return 415
-    except Exception:  # any other header failure: a corrupt file
-        return 400
-    return 413 if w * h > MAX_IMAGE_PIXELS else 400
+def image_error_status(error: ImageError) -> int:
+    """HTTP status of a refused image, by its type: 413 too large, 415 not an image or an
+    unsupported format, 400 otherwise (empty, truncated, corrupt, nothing to classify)."""
+    for kind, status in IMAGE_ERROR_STATUS.items():
+        if isinstance(error, kind):
+            return status
+    return 400
 
 
 def _read_upload(upload: UploadFile, name: str, max_bytes: int) -> bytes:
@@ -330,8 +386,27 @@ def _read_upload(upload: UploadFile, name: str, max_bytes: int) -> bytes:
     return data
 
 
+def _decode_upload(upload: UploadFile, name: str, *, max_bytes: int,
+                   slots: threading.Semaphore, wait_s: float) -> np.ndarray:
+    """Read and preprocess one upload inside a decode slot: the dataset-like 28x28 image."""
+    if not slots.acquire(timeout=wait_s):
+        raise _FileError(503, f"{name}: the server is busy decoding other uploads; retry in "
+                         "a few seconds")
+    try:
+        data = _read_upload(upload, name, max_bytes)
+        # preprocess() caps encoded bytes at MAX_FILE_BYTES; a larger allowed upload is
+        # decoded (just as defensively) with the server's own byte limit first
+        source = data if len(data) <= MAX_FILE_BYTES else load_image(
+            data, name=name, max_bytes=max_bytes, draft_size=WORK_SIZE)
+        del data
+        return preprocess(source, name=name).image
+    finally:
+        slots.release()
+
+
 def _predict_uploads(predictor: Predictor, uploads: list[UploadFile], *, max_bytes: int,
-                     include_image: bool, top_k: int | None) -> list[dict[str, Any]]:
+                     include_image: bool, top_k: int | None, slots: threading.Semaphore,
+                     wait_s: float) -> list[dict[str, Any]]:
     """Per-file result dicts (errors included), one batched forward pass for the good ones."""
     results: list[dict[str, Any]] = []
     good: list[tuple[dict[str, Any], np.ndarray]] = []
@@ -340,21 +415,16 @@ def _predict_uploads(predictor: Predictor, uploads: list[UploadFile], *, max_byt
         t0 = time.perf_counter()
         result: dict[str, Any] = {"file": name, "label": None, "predictions": [],
                                   "error": None, "status": 200}
-        data = b""
         try:
-            data = _read_upload(upload, name, max_bytes)
-            # preprocess() caps encoded bytes at MAX_FILE_BYTES; a larger allowed upload is
-            # decoded (just as defensively) with the server's own byte limit first
-            source = data if len(data) <= MAX_FILE_BYTES else load_image(
-                data, name=name, max_bytes=max_bytes, draft_size=WORK_SIZE)
-            pre = preprocess(source, name=name)
-            good.append((result, pre.image))
+            image = _decode_upload(upload, name, max_bytes=max_bytes, slots=slots,
+                                   wait_s=wait_s)
+            good.append((result, image))
             if include_image:
-                result["image"] = png_base64(pre.image)
+                result["image"] = png_base64(image)
         except _FileError as e:
             result.update(error=e.detail, status=e.status)
         except ImageError as e:
-            result.update(error=str(e), status=_error_status(data))
+            result.update(error=str(e), status=image_error_status(e))
         except (OSError, ValueError, MemoryError) as e:  # belt and braces for odd files
             result.update(error=f"{name}: cannot read it ({type(e).__name__})", status=400)
         result["ms"] = (time.perf_counter() - t0) * 1000
@@ -398,7 +468,7 @@ def get_model(request: Request) -> dict[str, Any]:
 @api.post(
     "/api/predict",
     summary="Classify one or more images",
-    responses={400: _FILE_ERROR, 413: _FILE_ERROR, 415: _FILE_ERROR},
+    responses={400: _FILE_ERROR, 413: _FILE_ERROR, 415: _FILE_ERROR, 503: _FILE_ERROR},
 )
 def post_predict(
     request: Request,
@@ -421,14 +491,16 @@ def post_predict(
         return JSONResponse({"detail": f"{len(files)} files sent, at most "
                              f"{limits['max_files']} per request; split them up"},
                             status_code=413)
-    results = _predict_uploads(request.app.state.predictor, files,
-                               max_bytes=limits["max_upload_bytes"],
-                               include_image=include_image, top_k=top_k)
+    state = request.app.state
+    results = _predict_uploads(state.predictor, files, max_bytes=limits["max_upload_bytes"],
+                               include_image=include_image, top_k=top_k,
+                               slots=state.decode_slots, wait_s=state.decode_wait_s)
     failed = [r for r in results if r["error"]]
     if len(failed) == len(results):
         first = failed[0]
+        retry = {"Retry-After": "5"} if first["status"] == 503 else None
         return JSONResponse({"detail": first["error"], "file": first["file"],
-                             "results": results}, status_code=first["status"])
+                             "results": results}, status_code=first["status"], headers=retry)
     return results
 
 
@@ -460,6 +532,8 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_files: int = DEFAULT_MAX_FILES,
     gallery: Any = True,
+    max_decodes: int = DEFAULT_MAX_DECODES,
+    decode_wait_s: float = DECODE_WAIT_S,
 ) -> FastAPI:
     """The web app and API for one model (run folder, model.pt or model.onnx).
 
@@ -467,10 +541,13 @@ def create_app(
     ``max_upload_bytes`` bounds each file and ``max_files`` the files per request; the
     whole body may not pass ``max_files * max_upload_bytes`` + 1 MiB. ``gallery``: True
     (the run's test split, found offline), False, a data folder, or a loaded Dataset.
+    At most ``max_decodes`` uploads are read and decoded at once (server-wide); a file that
+    waits longer than ``decode_wait_s`` for its turn is answered 503 with Retry-After.
+    Every response carries SECURITY_HEADERS and a Content-Security-Policy.
     """
-    if max_upload_bytes < 1 or max_files < 1:
-        raise ConfigError(f"max_upload_bytes and max_files must be at least 1; got "
-                          f"{max_upload_bytes} and {max_files}.")
+    if max_upload_bytes < 1 or max_files < 1 or max_decodes < 1:
+        raise ConfigError(f"max_upload_bytes, max_files and max_decodes must be at least 1; "
+                          f"got {max_upload_bytes}, {max_files} and {max_decodes}.")
     model_path = Path(model_path)
 
     @asynccontextmanager
@@ -492,7 +569,10 @@ def create_app(
     app.state.predictor = None
     app.state.limits = {"max_upload_bytes": int(max_upload_bytes), "max_files": int(max_files),
                         "max_image_pixels": MAX_IMAGE_PIXELS}
+    app.state.decode_slots = threading.BoundedSemaphore(max_decodes)
+    app.state.decode_wait_s = float(decode_wait_s)
     app.add_middleware(_BodyLimit, max_bytes=max_files * max_upload_bytes + MULTIPART_SLACK)
+    app.add_middleware(_SecurityHeaders)  # added last: outermost, so every response has them
     app.include_router(api)
     app.include_router(pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
