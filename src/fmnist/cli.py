@@ -50,6 +50,13 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="never download; fail if not found")
 
 
+def _add_overwrite(p: argparse.ArgumentParser) -> None:
+    """``--overwrite``: the one switch that lets a command replace an output file you named
+    (policy in fmnist.outputs)."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output file if it exists (default: refuse)")
+
+
 def _parsers_data(sub) -> None:
     data = sub.add_parser("data", help="inspect a dataset")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True,
@@ -62,7 +69,9 @@ def _parsers_data(sub) -> None:
     show.add_argument("--split", choices=("train", "test"), default="train")
     show.add_argument("--n", type=int, default=25, help="number of images (default 25)")
     show.add_argument("--seed", type=int, default=0)
-    show.add_argument("--out", required=True, help="PNG file to write")
+    show.add_argument("--out", required=True, help="PNG file to write (never replaced unless "
+                      "--overwrite)")
+    _add_overwrite(show)
 
 
 def _parsers_training(sub) -> None:
@@ -103,7 +112,9 @@ def _parsers_evaluation(sub) -> None:
     ev.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
     rp = sub.add_parser("report", help="write a run's self-contained HTML report")
     rp.add_argument("run", metavar="RUN", help="run folder written by `fmnist train`")
-    rp.add_argument("--out", help="HTML file to write (default RUN/report.html)")
+    rp.add_argument("--out", help="HTML file to write (default RUN/report.html, regenerated; "
+                    "a file you name is never replaced unless --overwrite)")
+    _add_overwrite(rp)
     rp.add_argument("--data-dir", help="dataset folder (default: the one the run used)")
     rp.add_argument("--offline", action="store_true", help="never download")
     rp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
@@ -132,9 +143,13 @@ def _parsers_inference(sub) -> None:
                      "error}")
     fmt.add_argument("--csv", metavar="FILE",
                      help="also write FILE with rows file,rank,class,probability,error "
-                     "(one row per file and rank; a failed file gets one row with its error)")
+                     "(one row per file and rank; a failed file gets one row with its error; "
+                     "an existing FILE is refused unless --overwrite)")
+    _add_overwrite(pr)
     pr.add_argument("--show-steps", metavar="DIR",
-                    help="write each image's preprocessing steps to DIR/<stem>.steps.png")
+                    help="write each image's preprocessing steps to DIR/<stem>.steps.png "
+                    "(created if missing; earlier .steps.png files of the same name are "
+                    "replaced)")
     pr.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                     help="auto: onnx for .onnx files, torch otherwise")
     pr.add_argument("--device", default="auto", help="torch backend: auto, cpu, cuda")
@@ -143,12 +158,15 @@ def _parsers_inference(sub) -> None:
         "export", help="export a run's model to ONNX (checked against PyTorch)",
         description="Export a run's model to ONNX: input float32 pixels 0..255 (N,1,28,28), "
         "output class probabilities; classes and normalization in the file's metadata. The "
-        "graph is checked against PyTorch on 1,000 test images; exit code 1 if it differs.")
+        "graph is checked against PyTorch on the first 1,000 test images (all of them when "
+        "fewer; at least 100 are required); exit code 1 if it differs.")
     ex.add_argument("run", metavar="RUN", help="run folder or model.pt")
     ex.add_argument("--format", choices=("onnx",), default="onnx")
     ex.add_argument("--quantize", choices=("int8",),
                     help="also write MODEL.int8.onnx (static int8, calibrated on training images)")
-    ex.add_argument("--out", help="ONNX file to write (default RUN/model.onnx)")
+    ex.add_argument("--out", help="ONNX file to write (default RUN/model.onnx, regenerated; "
+                    "a file you name is never replaced unless --overwrite)")
+    _add_overwrite(ex)
     ex.add_argument("--data-dir", help="dataset folder for the check (default: the run's)")
     ex.add_argument("--no-check", action="store_true", help="skip the parity check")
     ex.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -175,6 +193,9 @@ def _parsers_serve(sub) -> None:
                     help="largest file accepted, in MiB (default 10)")
     sv.add_argument("--max-files", type=int, default=16,
                     help="most files per request (default 16)")
+    sv.add_argument("--max-decodes", type=int, default=2,
+                    help="uploads decoded at once, server-wide; the rest wait their turn "
+                    "(default 2; bounds memory: about 200 MB each at worst)")
 
 
 # Each command group adds its subparsers here; the commands themselves are registered
@@ -288,10 +309,12 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 @command("data show")
 def cmd_data_show(args: argparse.Namespace) -> int:
     from .datasets import load_dataset
+    from .outputs import check_output_file
     from .plots import sample_grid
 
     if args.n < 1:
         raise FmnistError(f"--n must be at least 1; got {args.n}.")
+    check_output_file(args.out, flag="--out", overwrite=args.overwrite, suffix=".png")
     ds = load_dataset(args.dataset, args.data_dir, offline=args.offline)
     split = getattr(ds, args.split)
     sample_grid(split.images, split.labels, ds.classes, n=min(args.n, len(split)),
@@ -388,8 +411,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
+    from .outputs import check_output_file
     from .report import write_report
 
+    if args.out is not None:
+        check_output_file(args.out, flag="--out", overwrite=args.overwrite, suffix=".html")
     path = write_report(args.run, out=args.out, data_dir=args.data_dir, device=args.device,
                         offline=args.offline)
     out.print(f"wrote {path}")
@@ -440,10 +466,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .inference import Predictor, collect_image_files, steps_file_names
+    from .outputs import check_output_dir, check_output_file
     from .preprocess import save_steps
 
     if args.top_k < 1:
         raise FmnistError(f"--top-k must be at least 1; got {args.top_k}.")
+    if args.csv:
+        check_output_file(args.csv, flag="--csv", overwrite=args.overwrite)
+    if args.show_steps:
+        check_output_dir(args.show_steps, flag="--show-steps")
     predictor = Predictor.from_path(args.model, backend=args.backend, device=args.device,
                                     top_k=args.top_k, tta=args.tta)
     files = collect_image_files(args.inputs)
@@ -486,8 +517,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import ParityError, export_onnx
+    from .export import ParityError, export_onnx, int8_path_for
+    from .outputs import check_output_file
 
+    if args.out is not None:
+        check_output_file(args.out, flag="--out", overwrite=args.overwrite, suffix=".onnx")
+        if args.quantize:
+            check_output_file(int8_path_for(args.out), flag="--out (int8 file)",
+                              overwrite=args.overwrite, suffix=".onnx")
     try:
         r = export_onnx(args.run, args.out, quantize=args.quantize, check=not args.no_check,
                         data_dir=args.data_dir)
@@ -587,10 +624,37 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("serve")
-def cmd_serve(args: argparse.Namespace) -> int:
+def _check_serve_args(args: argparse.Namespace) -> None:
+    """Every serve flag in range, one line naming the flag otherwise (before any loading)."""
+    import math
+
+    if not 1 <= args.port <= 65535:
+        raise FmnistError(f"--port {args.port} is out of range; pass a port from 1 to 65535 "
+                          "(e.g. --port 8000).")
+    if not (math.isfinite(args.max_upload_mb) and 0 < args.max_upload_mb <= 1024):
+        raise FmnistError(f"--max-upload-mb {args.max_upload_mb} is out of range; pass a size "
+                          "in MiB above 0 and at most 1024 (default 10).")
+    for flag, value in (("--max-files", args.max_files), ("--top-k", args.top_k),
+                        ("--max-decodes", args.max_decodes)):
+        if value < 1:
+            raise FmnistError(f"{flag} {value} is out of range; pass at least 1.")
+
+
+def _check_port_free(host: str, port: int) -> None:
     import socket
 
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise FmnistError(f"cannot listen on {host}:{port} ({e.strerror}); "
+                              "pass another --port or --host.") from None
+
+
+@command("serve")
+def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
@@ -598,21 +662,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise FmnistError(f"`fmnist serve` needs the serve extra ({e.name} is missing): "
                           "pip install 'fmnist[serve]'.") from None
-    if args.max_upload_mb <= 0 or args.max_files < 1 or args.top_k < 1:
-        raise FmnistError("--max-upload-mb must be positive, --max-files and --top-k at "
-                          f"least 1; got {args.max_upload_mb}, {args.max_files}, {args.top_k}.")
+    from .inference import Predictor
+
+    _check_serve_args(args)
     model = check_model_path(args.model or find_latest_run("runs"), args.backend)
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((args.host, args.port))
-        except OSError as e:
-            raise FmnistError(f"cannot listen on {args.host}:{args.port} ({e.strerror}); "
-                              "pass another --port or --host.") from None
+    # load (and so check) the model before saying anything: a bad file is one line, exit 2
+    predictor = Predictor.from_path(model, backend=args.backend, device=args.device,
+                                    top_k=args.top_k)
+    _check_port_free(args.host, args.port)
     app = create_app(model, backend=args.backend, device=args.device, top_k=args.top_k,
                      max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-                     max_files=args.max_files)
+                     max_files=args.max_files, max_decodes=args.max_decodes,
+                     predictor=predictor)
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}/"
     print(f"fmnist: serving {model} at {url}  (API docs: {url}docs; Ctrl+C to stop)",
@@ -620,7 +681,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         uvicorn.run(app, host=args.host, port=args.port,
                     log_level="info" if args.verbose else "warning")
-    except SystemExit as e:  # uvicorn exits when the app fails to start (e.g. a bad model)
+    except SystemExit as e:  # uvicorn exits when the app fails to start (e.g. port taken)
         if e.code:
             print("fmnist: error: the server did not start (see the log above)",
                   file=sys.stderr)

@@ -66,7 +66,9 @@ OUTPUT_CONVENTION = "probs: float32 (N, C) softmax class probabilities, classes 
 OPSET = 17
 
 PARITY_IMAGES = 1000
-"""Test images the exported graph is checked on."""
+"""Test images the exported graph is checked on (the first ones; all when fewer)."""
+PARITY_MIN_IMAGES = 100
+"""Fewest test images a parity check may rest on: a check on 2 images proves nothing."""
 FP32_MAX_ABS_DIFF = 1e-4
 """Largest allowed |p_onnx - p_torch| over all images and classes (fp32)."""
 FP32_MIN_AGREEMENT = 0.999
@@ -463,6 +465,12 @@ def export_onnx(
     ds = dataset
     if ds is None and (check or quantize):
         ds = _parity_dataset(meta, _run_config(model_file), data_dir)
+    if check and min(parity_images, len(ds.test)) < PARITY_MIN_IMAGES:
+        raise DataError(
+            f"{model_file}: the parity check needs at least {PARITY_MIN_IMAGES} test images, "
+            f"dataset {ds.name!r} has {len(ds.test)} (asked for {parity_images}); pass "
+            "--data-dir with a larger test split, or --no-check to export unchecked."
+        )
     fp32 = _torch_to_onnx_bytes(model, meta, opset)
 
     res: dict[str, Any] = {"path": out_path, "checked": bool(check)}

@@ -534,6 +534,7 @@ def create_app(
     gallery: Any = True,
     max_decodes: int = DEFAULT_MAX_DECODES,
     decode_wait_s: float = DECODE_WAIT_S,
+    predictor: Predictor | None = None,
 ) -> FastAPI:
     """The web app and API for one model (run folder, model.pt or model.onnx).
 
@@ -543,24 +544,27 @@ def create_app(
     (the run's test split, found offline), False, a data folder, or a loaded Dataset.
     At most ``max_decodes`` uploads are read and decoded at once (server-wide); a file that
     waits longer than ``decode_wait_s`` for its turn is answered 503 with Retry-After.
-    Every response carries SECURITY_HEADERS and a Content-Security-Policy.
+    Every response carries SECURITY_HEADERS and a Content-Security-Policy. ``predictor``:
+    one already loaded from ``model_path`` (the CLI loads it first, to refuse a bad model
+    before announcing the server); otherwise the lifespan loads it.
     """
     if max_upload_bytes < 1 or max_files < 1 or max_decodes < 1:
         raise ConfigError(f"max_upload_bytes, max_files and max_decodes must be at least 1; "
                           f"got {max_upload_bytes}, {max_files} and {max_decodes}.")
     model_path = Path(model_path)
+    preloaded = predictor
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        predictor = await run_in_threadpool(Predictor.from_path, model_path, backend=backend,
-                                            device=device, top_k=top_k)
+        loaded = preloaded or await run_in_threadpool(
+            Predictor.from_path, model_path, backend=backend, device=device, top_k=top_k)
         # one forward pass now, so the first visitor does not pay for the warm-up
-        await run_in_threadpool(predictor.probs_of, np.zeros((1, 28, 28), np.uint8))
-        app.state.predictor = predictor
-        app.state.model_card = model_card(predictor, model_path)
-        app.state.gallery = Gallery(gallery, model_path, predictor.classes,
-                                    predictor.meta.get("dataset"))
-        log.debug("serving %r from %s", predictor, model_path)
+        await run_in_threadpool(loaded.probs_of, np.zeros((1, 28, 28), np.uint8))
+        app.state.predictor = loaded
+        app.state.model_card = model_card(loaded, model_path)
+        app.state.gallery = Gallery(gallery, model_path, loaded.classes,
+                                    loaded.meta.get("dataset"))
+        log.debug("serving %r from %s", loaded, model_path)
         yield
         app.state.predictor = None
 
