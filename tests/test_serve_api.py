@@ -75,15 +75,31 @@ def decode_b64_png(s: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(s))))
 
 
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height pixels: a decompression bomb's first bytes."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data)))
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr)
+            + png_chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + png_chunk(b"IEND", b""))
+
+
+def rgba_cutout_png(side: int) -> bytes:
+    """A side x side RGBA PNG, written row by row (no full-size array here): a dark square
+    item, opaque, on a transparent border -- the cut-out that made the alpha step cost
+    gigabytes. 6300 px: about 170 KB encoded, 159 MB decoded."""
+    q = side // 4
+    clear, item = b"\xc8\xc8\xc8\x00", b"\x1e\x28\x32\xff"
+    empty_row = b"\x00" + clear * side
+    item_row = b"\x00" + clear * q + item * (side - 2 * q) + clear * q
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(item_row if q <= y < side - q else empty_row)
+                    for y in range(side)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat)
+            + png_chunk(b"IEND", b""))
 
 
 def photo_like() -> np.ndarray:
@@ -194,6 +210,9 @@ BAD = [
     ("empty.png", lambda: b"", "image/png", 400, "empty"),
     ("cut.png", lambda: encode(photo_like())[:200], "image/png", 400, "truncated or corrupt"),
     ("bomb.png", lambda: png_header_only(8_000, 6_000), "image/png", 413, "pixels"),
+    ("huge.png", lambda: png_header_only(20_000, 20_000), "image/png", 413, "pixels"),
+    ("garbage-after-header.png", lambda: encode(photo_like())[:33] + b"\x00" * 500,
+     "image/png", 400, "truncated or corrupt"),
     ("unknown.bin", lambda: b"\x00\x01\x02" * 10, "application/octet-stream", 415,
      "not a readable image"),
 ]
@@ -345,3 +364,121 @@ def test_cli_serve_user_errors_exit_2(tmp_path: Path, run_dir: Path, capsys, mon
     assert "no model.onnx" in capsys.readouterr().err
     assert main(["serve", str(run_dir), "--max-files", "0"]) == 2
     assert os.listdir(tmp_path) == []  # nothing written
+
+
+# --------------------------------------------------------------------------- typed errors
+
+
+def test_statuses_come_from_the_error_type_not_from_reopening_the_file():
+    from fmnist.errors import (
+        CorruptImageError,
+        ImageError,
+        ImageTooLargeError,
+        UnsupportedImageError,
+    )
+    from fmnist.serve.app import image_error_status
+
+    assert [image_error_status(e("x")) for e in (ImageTooLargeError, UnsupportedImageError,
+                                                 CorruptImageError, ImageError)] == [
+        413, 415, 400, 400]
+    import fmnist.serve.app as app_module
+
+    assert not hasattr(app_module, "_error_status")
+
+
+def test_big_rgba_cutout_and_16_bit_png_are_classified(client):
+    gray16 = (np.linspace(0, 65535, 300 * 200).reshape(300, 200)).astype(np.uint16)
+    gray16[50:250, 60:140] = 5000
+    files = [("files", ("cutout.png", rgba_cutout_png(2100), "image/png")),
+             ("files", ("gray16.png", encode(gray16), "image/png"))]
+    r = client.post("/api/predict", params={"include_image": "true"}, files=files)
+    assert r.status_code == 200
+    for res in r.json():
+        assert res["error"] is None, res
+        seen = decode_b64_png(res["image"])
+        assert seen.shape == (28, 28) and seen.max() == 255
+    cutout = decode_b64_png(r.json()[0]["image"])
+    # the dark square, inverted to light on black, fills the frame edge to edge
+    assert cutout[14, 1] > 200 and cutout[1, 14] > 200
+
+
+# --------------------------------------------------------------------------- memory, slots
+
+MEMORY_PROBE = """
+import resource, sys
+from fmnist.preprocess import preprocess
+data = open(sys.argv[1], "rb").read()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+pre = preprocess(data, name="big.png")
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) // 1024, int(pre.image.max()))
+"""
+DECODE_PEAK_BOUND_MB = 250
+"""Peak RSS growth allowed for preprocessing a 6300x6300 RGBA PNG: its decoded RGBA is 159 MB
+and the banded reduction adds ~30 MB (measured 188 MB); before the working-size reduction the
+float32 alpha step at full size took it to 2,434 MB."""
+
+
+def test_decoding_a_6300px_rgba_png_stays_under_its_memory_bound(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.png"
+    path.write_bytes(rgba_cutout_png(6300))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path)], env=env,
+                          capture_output=True, text=True, timeout=300, check=True)
+    grown_mb, peak_pixel = map(int, done.stdout.split())
+    assert peak_pixel == 255  # it was really decoded and preprocessed
+    assert grown_mb < DECODE_PEAK_BOUND_MB, f"decoding took {grown_mb} MB more"
+
+
+def test_busy_decode_slots_answer_503_with_retry_after(run_dir, learnable_dataset):
+    app = create_app(run_dir, device="cpu", gallery=False, max_decodes=2, decode_wait_s=0.05)
+    png = encode(learnable_dataset.test.images[0])
+    with TestClient(app) as c:
+        slots = app.state.decode_slots
+        assert slots.acquire(blocking=False) and slots.acquire(blocking=False)
+        try:  # both slots taken, as by two long decodes
+            r = c.post("/api/predict", files={"files": ("a.png", png, "image/png")})
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+            assert "a.png" in r.json()["detail"] and "retry" in r.json()["detail"]
+        finally:
+            slots.release()
+        r = c.post("/api/predict", files={"files": ("a.png", png, "image/png")})
+        assert r.status_code == 200  # one free slot is enough
+        slots.release()
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def test_every_response_has_the_security_headers(client, small):
+    from fmnist.serve.app import PAGE_CSP
+
+    responses = [client.get("/"), client.get("/static/app.js"), client.get("/api/model"),
+                 client.get("/nope"),
+                 client.post("/api/predict", files={"files": ("t.txt", b"hi", "text/plain")}),
+                 small.post("/api/predict", content=b"x",
+                            headers={"content-type": "multipart/form-data; boundary=b",
+                                     "content-length": str(10**9)})]
+    assert [r.status_code for r in responses] == [200, 200, 200, 404, 415, 413]
+    for r in responses:
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["content-security-policy"] == PAGE_CSP
+    assert "'unsafe-inline'" not in PAGE_CSP and "frame-ancestors 'none'" in PAGE_CSP
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn.jsdelivr.net" in docs.headers[
+        "content-security-policy"]
+
+
+def test_the_page_has_no_inline_script_or_style_for_the_csp_to_block():
+    import re
+
+    page = (Path(__file__).resolve().parents[1] / "src" / "fmnist" / "serve" / "static"
+            / "index.html").read_text()
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page)  # every script is a file
+    assert "<style" not in page and " style=" not in page
+    assert not re.search(r"\son[a-z]+=", page)  # no inline event handlers

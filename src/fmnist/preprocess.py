@@ -152,8 +152,9 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 """EXIF orientation -> the transposition that shows the image upright (as ImageOps does)."""
-REDUCE_BAND_ROWS: int = 256
-"""Output rows reduced per band: bounds the extra memory of :func:`_reduce` to a strip."""
+REDUCE_BAND_PIXELS: int = 1 << 22
+"""Input pixels reduced per band (4 Mpx, 16 MB as RGBA): bounds the extra memory of
+:func:`_reduce` to a strip however large the image."""
 
 
 def _orientation(image: Image.Image, label: str) -> int | None:
@@ -178,15 +179,15 @@ def _reducible(image: Image.Image) -> Image.Image:
 def _reduce(image: Image.Image, size: int) -> Image.Image:
     """Box-reduce by the largest integer factor that keeps the longest side >= ``size``.
 
-    Works in bands of REDUCE_BAND_ROWS output rows, so mode conversions (palette, the
-    premultiplied alpha Pillow uses for RGBA) never copy the whole full-size image.
+    Works in bands of about REDUCE_BAND_PIXELS input pixels, so mode conversions (palette,
+    the premultiplied alpha Pillow uses for RGBA) never copy the whole full-size image.
     """
     factor = max(image.size) // size
     if factor < 2:
         return image
     w, h = image.size
     out_size = (-(-w // factor), -(-h // factor))  # ceil, as Image.reduce
-    band = REDUCE_BAND_ROWS * factor
+    band = max(1, REDUCE_BAND_PIXELS // (w * factor)) * factor  # input rows, whole blocks
     out: Image.Image | None = None
     for top in range(0, h, band):
         strip = _reducible(image.crop((0, top, w, min(h, top + band))))
@@ -265,6 +266,20 @@ def _check_size(size: tuple[int, int], label: str, max_pixels: int) -> None:
         )
 
 
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"),
+)
+"""Leading bytes of the allowed formats (WebP: RIFF....WEBP, checked apart)."""
+
+
+def _has_allowed_signature(data: bytes) -> str | None:
+    """The allowed format whose signature ``data`` starts with, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((fmt for sig, fmt in _SIGNATURES if data.startswith(sig)), None)
+
+
 def _decode(data: bytes, label: str, max_pixels: int, draft_size: int | None) -> Image.Image:
     """Open (header only), check the size, then decode the pixels."""
     try:
@@ -276,6 +291,11 @@ def _decode(data: bytes, label: str, max_pixels: int, draft_size: int | None) ->
             f"{label}: refused as a decompression bomb ({exc}); downscale it first"
         ) from exc
     except UnidentifiedImageError as exc:
+        if _has_allowed_signature(data):  # says PNG/JPEG/... but Pillow cannot parse it
+            raise CorruptImageError(
+                f"{label}: image data is truncated or corrupt (a {_has_allowed_signature(data)} "
+                "signature, then an unreadable header); re-export or re-download the file"
+            ) from exc
         raise UnsupportedImageError(
             f"{label}: not a readable image ({len(data):,} bytes, unknown or corrupt header); "
             "supported formats are PNG, JPEG, WebP, GIF, BMP and TIFF -- convert it (e.g. "
