@@ -53,10 +53,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: str | None, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
-    """``fmnist serve`` on a free loopback port; returns (process, base URL) once healthy."""
+def start_server(model: str | None, timeout: float = 120.0,
+                 extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """``fmnist serve`` on a free loopback port; returns (process, base URL) once healthy.
+    The process is the server itself (uvicorn runs in it): its pid is the one to measure."""
     port = free_port()
-    cmd = [sys.executable, "-m", "fmnist", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "fmnist", "serve", "--host", "127.0.0.1", "--port", str(port),
+           *extra_args]
     cmd += [model] if model else []
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
