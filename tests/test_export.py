@@ -179,3 +179,35 @@ def test_cli_export_json(run_dir: Path, tmp_path: Path, capsys):
     assert result["path"] == str(out) and out.is_file()
     assert result["max_abs_diff"] < 1e-4 and result["int8_path"] is None
     assert main(["export", str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.parametrize("test_images,parity_images", [(2, 1000), (99, 1000), (500, 50)])
+def test_parity_check_refuses_too_few_test_images(run_dir: Path, tmp_path: Path,
+                                                  learnable_dataset, test_images: int,
+                                                  parity_images: int):
+    """An image-folder run with 2 test images used to 'check' the graph on 2 images while the
+    docs said 1,000: fewer than PARITY_MIN_IMAGES is refused, naming the count and the fix."""
+    import dataclasses
+
+    from fmnist.datasets import Split
+    from fmnist.errors import DataError
+    from fmnist.export import PARITY_MIN_IMAGES
+
+    test = learnable_dataset.test
+    small = dataclasses.replace(learnable_dataset, test=Split(test.images[:test_images],
+                                                              test.labels[:test_images]))
+    out = tmp_path / "m.onnx"
+    with pytest.raises(DataError, match=f"at least {PARITY_MIN_IMAGES} test images.*--no-check"):
+        export_onnx(run_dir, out, dataset=small, parity_images=parity_images)
+    assert not out.exists()
+    r = export_onnx(run_dir, out, dataset=small, check=False)  # the way out it names
+    assert out.exists() and not r.checked and r.n_images == 0
+
+
+def test_parity_check_at_the_minimum_reports_its_count(run_dir: Path, tmp_path: Path,
+                                                       learnable_dataset):
+    from fmnist.export import PARITY_MIN_IMAGES
+
+    r = export_onnx(run_dir, tmp_path / "m.onnx", dataset=learnable_dataset,
+                    parity_images=PARITY_MIN_IMAGES)
+    assert r.checked and r.n_images == PARITY_MIN_IMAGES
