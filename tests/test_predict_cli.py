@@ -117,6 +117,17 @@ def test_csv_output(run_dir, good_dir, tmp_path, capsys):
     assert failed["file"] == str(tmp_path / "bad.png") and failed["class"] == ""
 
 
+def test_csv_replaces_an_existing_file_only_with_overwrite(run_dir, good_dir, tmp_path, capsys):
+    target = tmp_path / "mine.csv"
+    target.write_text("the user's numbers\n")
+    code, out, err = _run(capsys, "predict", str(run_dir), str(good_dir), "--csv", str(target))
+    assert code == 2 and out == "" and "--overwrite" in err
+    assert target.read_text() == "the user's numbers\n"  # refused before any prediction
+    code, _, _ = _run(capsys, "predict", str(run_dir), str(good_dir), "--csv", str(target),
+                      "--overwrite")
+    assert code == 0 and target.read_text().startswith("file,rank,class,probability,error")
+
+
 def test_show_steps_writes_unique_pngs(run_dir, good_dir, tmp_path, capsys):
     steps = tmp_path / "steps"
     code, _, _ = _run(capsys, "predict", str(run_dir), str(good_dir), "--show-steps", str(steps))
