@@ -4,7 +4,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import ConfigError, DataError, FmnistError, ImageError, ModelFileError
+from .errors import (
+    ConfigError,
+    CorruptImageError,
+    DataError,
+    FmnistError,
+    ImageError,
+    ImageTooLargeError,
+    ModelFileError,
+    OutputPathError,
+    UnsupportedImageError,
+)
 
 # The public API. Heavy parts (torch, onnx) load on first use: `import fmnist` stays fast.
 # name -> (module, attribute)
@@ -31,6 +41,10 @@ __all__ = [
     "ConfigError",
     "ModelFileError",
     "ImageError",
+    "ImageTooLargeError",
+    "UnsupportedImageError",
+    "CorruptImageError",
+    "OutputPathError",
     *_LAZY,
 ]
 
