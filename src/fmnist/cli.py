@@ -195,7 +195,7 @@ def _parsers_serve(sub) -> None:
                     help="most files per request (default 16)")
     sv.add_argument("--max-decodes", type=int, default=2,
                     help="uploads decoded at once, server-wide; the rest wait their turn "
-                    "(default 2; bounds memory: about 200 MB each at worst)")
+                    "(default 2; bounds memory: at most ~250 MB each)")
 
 
 # Each command group adds its subparsers here; the commands themselves are registered

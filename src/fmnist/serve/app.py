@@ -398,7 +398,6 @@ def _decode_upload(upload: UploadFile, name: str, *, max_bytes: int,
         # decoded (just as defensively) with the server's own byte limit first
         source = data if len(data) <= MAX_FILE_BYTES else load_image(
             data, name=name, max_bytes=max_bytes, draft_size=WORK_SIZE)
-        del data
         return preprocess(source, name=name).image
     finally:
         slots.release()
