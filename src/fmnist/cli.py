@@ -463,6 +463,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 @command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
     import csv
+    import io
     from pathlib import Path
 
     from .inference import Predictor, collect_image_files, steps_file_names
@@ -493,15 +494,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             if r.ok:
                 print(f"{r.file}: " + ", ".join(f"{c} ({100 * p:.1f}%)" for c, p in r.top_k))
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["file", "rank", "class", "probability", "error"])
-            for r in results:
-                if r.ok:
-                    w.writerows([r.file, i, c, f"{p:.6f}", ""]
-                                for i, (c, p) in enumerate(r.top_k, 1))
-                else:
-                    w.writerow([r.file, "", "", "", r.error])
+        table = io.StringIO(newline="")
+        w = csv.writer(table)
+        w.writerow(["file", "rank", "class", "probability", "error"])
+        for r in results:
+            if r.ok:
+                w.writerows([r.file, i, c, f"{p:.6f}", ""] for i, (c, p) in enumerate(r.top_k, 1))
+            else:
+                w.writerow([r.file, "", "", "", r.error])
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.csv).write_bytes(table.getvalue().encode("utf-8"))
         print(f"fmnist: wrote {args.csv}", file=sys.stderr)
     if args.show_steps:
         folder = Path(args.show_steps)
