@@ -101,7 +101,7 @@ def test_md5_mismatch_message_names_file_expected_found_and_fix(tiny_idx, isolat
         load_dataset(spec, folder, offline=True)
     msg = str(e.value)
     assert str(labels) in msg and spec.md5["train_labels"] in msg and found in msg
-    assert "Delete the file" in msg
+    assert "not the genuine file" in msg and "delete it and run without --offline" in msg
 
 
 def test_labels_out_of_range_are_refused(tiny_idx, isolated_home):
@@ -194,11 +194,11 @@ def test_csv_good_with_and_without_header(tmp_path):
 
 
 def test_csv_dataset_folder_in_kaggle_layout(tmp_path, isolated_home):
-    rows = np.concatenate([np.arange(10)[:, None], np.zeros((10, 784), int)], axis=1)
+    rows = np.concatenate([np.arange(20)[:, None] % 10, np.zeros((20, 784), int)], axis=1)
     _write_csv(tmp_path / "fashion-mnist_train.csv", rows)
-    _write_csv(tmp_path / "fashion-mnist_test.csv", rows[:4])
+    _write_csv(tmp_path / "fashion-mnist_test.csv", rows[:10])
     ds = load_dataset("fashion-mnist", tmp_path)
-    assert ds.format == "csv" and len(ds.train) == 10 and len(ds.test) == 4
+    assert ds.format == "csv" and len(ds.train) == 20 and len(ds.test) == 10
     assert ds.classes[9] == "Ankle boot"
 
 
@@ -228,14 +228,19 @@ def test_image_folder_converts_to_28x28_grayscale(tmp_path):
     for cls, colour in (("boots", (200, 30, 30)), ("hats", (10, 200, 10))):
         (tmp_path / cls).mkdir()
         for i in range(3):
-            Image.new("RGB", (40 + i, 50), colour).save(tmp_path / cls / f"{i}.png")
+            im = Image.new("RGB", (40 + i, 50), (0, 0, 0))
+            im.paste(Image.new("RGB", (20, 30), colour), (10, 10))  # an item on black
+            im.save(tmp_path / cls / f"{i}.png")
     (tmp_path / "hats" / "notes.txt").write_text("ignored")
     split, classes = read_image_folder(tmp_path)
     assert classes == ("boots", "hats")
     assert split.images.shape == (6, 28, 28) and split.images.dtype == np.uint8
     assert split.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    # luma of pure red vs green differs: the conversion is real, not a copy of a channel
-    assert split.images[0].mean() != split.images[3].mean()
+    # each image is what predict sees: preprocess() crops the item and fills the frame
+    from fmnist.preprocess import preprocess
+
+    np.testing.assert_array_equal(split.images[4], preprocess(tmp_path / "hats" / "1.png").image)
+    assert split.images[0][:, 0].max() == 0 and split.images[0].max() == 255
 
 
 def test_image_folder_dataset_with_train_test(tmp_path, isolated_home):
@@ -251,7 +256,7 @@ def test_image_folder_dataset_with_train_test(tmp_path, isolated_home):
 def test_image_folder_corrupt_image_is_named(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    with pytest.raises(DataError, match=r"broken\.png: not a readable image"):
+    with pytest.raises(DataError, match=r"broken\.png: cannot read.*remove it from the folder"):
         read_image_folder(tmp_path)
 
 
@@ -391,7 +396,7 @@ def test_fashion_files_in_env_dir_are_not_taken_for_mnist(real_data_dir, isolate
 def test_fashion_files_passed_as_mnist_are_identified(real_data_dir, isolated_home, tmp_path):
     flat = tmp_path / "mnist-but-not"
     shutil.copytree(real_data_dir, flat)
-    with pytest.raises(DataError, match="holds fashion-mnist files, not mnist"):
-        load_dataset("mnist", flat, offline=True)
-    with pytest.raises(DataError, match="It is a fashion-mnist file, not mnist"):
-        load_dataset("mnist", flat)  # would download into flat/, but finds the files there
+    for offline in (True, False):  # an explicit folder is used or refused: no download
+        with pytest.raises(DataError, match="holds fashion-mnist files, not mnist. Add "
+                           "--dataset fashion-mnist"):
+            load_dataset("mnist", flat, offline=offline)
