@@ -754,10 +754,10 @@ def _find_csvs(folder: Path) -> tuple[Path, Path] | None:
     if train and test:
         return train[0], test[0]
     if train or test:
-        have, want = (train[0], "*test*.csv") if train else (test[0], "*train*.csv")
-        raise DataError(f"{folder}: found {have.name} but no {want}; put the matching "
-                        f"{want.strip('*')} file (Kaggle layout: label,pixel1..pixel784) next "
-                        "to it.")
+        have, role = (train[0], "test") if train else (test[0], "train")
+        raise DataError(f"{folder}: found {have.name} but no {role} CSV; add one whose name "
+                        f"contains '{role}' (e.g. {role}.csv, rows label,pixel1..pixel784) "
+                        "next to it.")
     return None
 
 
