@@ -425,15 +425,16 @@ def read_image_folder(
             f"{root / empty[0]}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}); "
             "add images of that class or remove the folder."
         )
+    paths = [p for name in names for p in files[name]]
+    labels = [label for label, name in enumerate(names) for _ in files[name]]
     images: list[np.ndarray] = []
-    labels: list[int] = []
-    total = sum(len(f) for f in files.values())
-    with Progress(f"read {root}", total, unit="images", enabled=total > 500) as bar:
-        for label, name in enumerate(names):
-            for p in files[name]:
-                images.append(_read_image_28(p))
-                labels.append(label)
-                bar.advance()
+    if len(paths) > 300:
+        log.info("reading %d images from %s (photos are preprocessed like predict's)",
+                 len(paths), root)
+    with Progress(f"read {root}", len(paths), unit="images", enabled=len(paths) > 300) as bar:
+        for path in paths:
+            images.append(_read_image_28(path))
+            bar.advance()
     if not images:
         raise DataError(
             f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} in class folders)."
