@@ -597,3 +597,18 @@ def test_fit_augment_keeps_an_explicit_augment_with_a_warning(caplog):
         recipe, record = fit_augment(asked, _named("kmnist"), explicit={"augment", "tta"})
     assert recipe.augment == ("flip", "erase") and recipe.tta is True and record["explicit"]
     assert "flip can change kmnist's labels" in caplog.text
+
+
+def test_explicit_empty_dir_is_downloaded_into_never_replaced(served, tmp_path, isolated_home,
+                                                              monkeypatch):
+    server, spec = served
+    elsewhere = _copy_tiny(Path(server.root), isolated_home / "envdir")
+    monkeypatch.setenv("FMNIST_DATA_DIR", str(elsewhere))  # would load, if it were asked
+    (tmp_path / "empty").mkdir()
+    ds = load_dataset(spec, tmp_path / "empty")
+    assert ds.source == tmp_path / "empty" and server.requests == 4
+    broken = DatasetSpec(name="tiny", classes=spec.classes, mirrors=(server.url + "gone/",),
+                         md5=spec.md5)
+    with pytest.raises(DataError, match="could not download .*HTTP 404"):
+        load_dataset(broken, tmp_path / "new")  # a 404 moves on at once: no retries
+    assert not (tmp_path / "new").exists()  # no empty folder left behind

@@ -715,7 +715,14 @@ def _load_explicit(spec: DatasetSpec, folder: Path, *, offline: bool, verify: bo
             "files there, or drop --offline to download them into it."
         )
     log.info("%s holds no %s files: downloading them into it", folder, spec.name)
-    return _load_idx_dataset(spec, download(spec, folder), verify=verify)
+    created = not folder.exists()
+    try:
+        files = download(spec, folder)
+    except DataError:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # leave no empty folder behind a failed download
+        raise
+    return _load_idx_dataset(spec, files, verify=verify)
 
 
 def _load_idx_dataset(spec: DatasetSpec, files: dict[str, Path], *, verify: bool) -> Dataset:
