@@ -203,3 +203,15 @@ def test_cli_tune_then_train_with_params(tmp_path, learnable_csv_dir, capsys):
     assert main(["train", "--params", str(out / "best.json"), "--out", str(tmp_path / "x"),
                  *quick]) == 2
     assert "tuned for recipe 'baseline-small'" in capsys.readouterr().err
+
+
+def test_fit_space_keeps_only_label_preserving_augment_choices():
+    from fmnist.datasets import DATASETS
+    from fmnist.tune import SEARCH_SPACES, fit_space
+
+    space = SEARCH_SPACES["fast"]
+    digits = fit_space(space, DATASETS.get("mnist").augment_policy)
+    assert digits["augment"] == ("categorical", ["translate:2", "translate:2,erase",
+                                                 "translate:1"])
+    assert digits["lr"] == space["lr"]
+    assert fit_space(space, DATASETS.get("fashion-mnist").augment_policy) == dict(space)

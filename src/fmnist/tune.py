@@ -45,7 +45,7 @@ from .recipes import Recipe, get_recipe, resolve_recipe
 if TYPE_CHECKING:
     import optuna
 
-    from .datasets import Dataset
+    from .datasets import AugmentPolicy, Dataset
 
 log = logging.getLogger("fmnist")
 
@@ -332,6 +332,16 @@ def _trial_dir(out: Path, number: int) -> Path:
     return path
 
 
+def fit_space(space: Mapping[str, Spec], policy: AugmentPolicy) -> dict[str, Spec]:
+    """``space`` with its augmentation choices cut to what keeps the dataset's labels
+    (e.g. no flips for digits: "flip,translate:2" becomes "translate:2")."""
+    spec = space.get("augment")
+    if spec is None or spec[0] != "categorical":
+        return dict(space)
+    fitted = [",".join(policy.fit([a for a in str(c).split(",") if a])[0]) for c in spec[1]]
+    return {**space, "augment": ("categorical", list(dict.fromkeys(fitted)))}
+
+
 def tune(
     recipe: str | Recipe = "fast",
     trials: int = 20,
@@ -383,6 +393,7 @@ def tune(
                           f"({', '.join(full_space)}) is fixed.")
 
     ds = data or load_dataset(checked.dataset, data_dir, offline=offline)  # before any folder
+    space_now = fit_space(space_now, ds.augment_policy)
     study_name = study_name or base.name
     out_dir = Path(out) if out is not None else Path("runs") / f"tune-{study_name}"
     out_dir.mkdir(parents=True, exist_ok=True)
