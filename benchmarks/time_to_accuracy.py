@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(int(n_seeds) if n_seeds else args.seeds):
             curve = TestCurve(ds.test.images, ds.test.labels, args.budget)
             with tempfile.TemporaryDirectory() as tmp:
-                run = train(recipe, dataset=ds, out=f"{tmp}/run", device=device, seed=seed,
+                run = train(recipe, data=ds, out=f"{tmp}/run", device=device, seed=seed,
                             callbacks=[curve], train_limit=args.train_limit)
             runs.append({
                 "recipe": name, "seed": seed, "epochs": len(run.history),

@@ -110,7 +110,7 @@ def tiny_run_copy(tmp_path_factory: pytest.TempPathFactory, learnable_dataset):
     from fmnist.training import train
 
     shared = tmp_path_factory.mktemp("tiny-run") / "run"
-    train(dataset=learnable_dataset, out=shared, **TINY_RUN)
+    train(data=learnable_dataset, out=shared, **TINY_RUN)
 
     def copy(name: str) -> Path:
         dst = tmp_path_factory.mktemp(name) / "run"

@@ -101,7 +101,7 @@ def test_md5_mismatch_message_names_file_expected_found_and_fix(tiny_idx, isolat
         load_dataset(spec, folder, offline=True)
     msg = str(e.value)
     assert str(labels) in msg and spec.md5["train_labels"] in msg and found in msg
-    assert "Delete the file" in msg
+    assert "not the genuine file" in msg and "delete it and run without --offline" in msg
 
 
 def test_labels_out_of_range_are_refused(tiny_idx, isolated_home):
@@ -194,11 +194,11 @@ def test_csv_good_with_and_without_header(tmp_path):
 
 
 def test_csv_dataset_folder_in_kaggle_layout(tmp_path, isolated_home):
-    rows = np.concatenate([np.arange(10)[:, None], np.zeros((10, 784), int)], axis=1)
+    rows = np.concatenate([np.arange(20)[:, None] % 10, np.zeros((20, 784), int)], axis=1)
     _write_csv(tmp_path / "fashion-mnist_train.csv", rows)
-    _write_csv(tmp_path / "fashion-mnist_test.csv", rows[:4])
+    _write_csv(tmp_path / "fashion-mnist_test.csv", rows[:10])
     ds = load_dataset("fashion-mnist", tmp_path)
-    assert ds.format == "csv" and len(ds.train) == 10 and len(ds.test) == 4
+    assert ds.format == "csv" and len(ds.train) == 20 and len(ds.test) == 10
     assert ds.classes[9] == "Ankle boot"
 
 
@@ -228,14 +228,19 @@ def test_image_folder_converts_to_28x28_grayscale(tmp_path):
     for cls, colour in (("boots", (200, 30, 30)), ("hats", (10, 200, 10))):
         (tmp_path / cls).mkdir()
         for i in range(3):
-            Image.new("RGB", (40 + i, 50), colour).save(tmp_path / cls / f"{i}.png")
+            im = Image.new("RGB", (40 + i, 50), (0, 0, 0))
+            im.paste(Image.new("RGB", (20, 30), colour), (10, 10))  # an item on black
+            im.save(tmp_path / cls / f"{i}.png")
     (tmp_path / "hats" / "notes.txt").write_text("ignored")
     split, classes = read_image_folder(tmp_path)
     assert classes == ("boots", "hats")
     assert split.images.shape == (6, 28, 28) and split.images.dtype == np.uint8
     assert split.labels.tolist() == [0, 0, 0, 1, 1, 1]
-    # luma of pure red vs green differs: the conversion is real, not a copy of a channel
-    assert split.images[0].mean() != split.images[3].mean()
+    # each image is what predict sees: preprocess() crops the item and fills the frame
+    from fmnist.preprocess import preprocess
+
+    np.testing.assert_array_equal(split.images[4], preprocess(tmp_path / "hats" / "1.png").image)
+    assert split.images[0][:, 0].max() == 0 and split.images[0].max() == 255
 
 
 def test_image_folder_dataset_with_train_test(tmp_path, isolated_home):
@@ -251,7 +256,7 @@ def test_image_folder_dataset_with_train_test(tmp_path, isolated_home):
 def test_image_folder_corrupt_image_is_named(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    with pytest.raises(DataError, match=r"broken\.png: not a readable image"):
+    with pytest.raises(DataError, match=r"broken\.png: cannot read.*remove it from the folder"):
         read_image_folder(tmp_path)
 
 
@@ -391,7 +396,219 @@ def test_fashion_files_in_env_dir_are_not_taken_for_mnist(real_data_dir, isolate
 def test_fashion_files_passed_as_mnist_are_identified(real_data_dir, isolated_home, tmp_path):
     flat = tmp_path / "mnist-but-not"
     shutil.copytree(real_data_dir, flat)
-    with pytest.raises(DataError, match="holds fashion-mnist files, not mnist"):
-        load_dataset("mnist", flat, offline=True)
-    with pytest.raises(DataError, match="It is a fashion-mnist file, not mnist"):
-        load_dataset("mnist", flat)  # would download into flat/, but finds the files there
+    for offline in (True, False):  # an explicit folder is used or refused: no download
+        with pytest.raises(DataError, match="holds fashion-mnist files, not mnist. Add "
+                           "--dataset fashion-mnist"):
+            load_dataset("mnist", flat, offline=offline)
+
+
+# ----------------------------------------------------------------------------- content checksums
+
+
+@pytest.fixture
+def tiny_content_spec(tiny_idx):
+    """The tiny IDX folder with a spec that knows both MD5s: of each .gz and of its content."""
+    folder, spec = tiny_idx
+    raw = {part: hashlib.md5(gzip.decompress((folder / spec.files[part]).read_bytes()))
+           .hexdigest() for part in spec.files}
+    return folder, DatasetSpec(name="tiny", classes=spec.classes, mirrors=(), md5=spec.md5,
+                               raw_md5=raw)
+
+
+def _recompress(path: Path) -> None:
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()), compresslevel=1,
+                                   mtime=1_234_567))
+
+
+def test_recompressed_genuine_gz_is_accepted_and_verified(tiny_content_spec, isolated_home):
+    folder, spec = tiny_content_spec
+    target = folder / spec.files["train_images"]
+    before = hashlib.md5(target.read_bytes()).hexdigest()
+    _recompress(target)
+    assert hashlib.md5(target.read_bytes()).hexdigest() != before  # another container
+    ds = load_dataset(spec, folder, offline=True)
+    assert ds.verified and set(ds.checksums.values()) == {"ok"}
+
+
+def test_unzipped_genuine_files_are_accepted_and_verified(tiny_content_spec, isolated_home):
+    folder, spec = tiny_content_spec
+    for gz in list(folder.glob("*.gz")):
+        gz.with_suffix("").write_bytes(gzip.decompress(gz.read_bytes()))
+        gz.unlink()
+    ds = load_dataset(spec, folder, offline=True)
+    assert ds.verified and all(not p.endswith(".gz") for p in ds.checksums)
+
+
+def test_changed_content_is_refused_whatever_the_container(tiny_content_spec, isolated_home):
+    folder, spec = tiny_content_spec
+    labels = folder / spec.files["test_labels"]
+    content = bytearray(gzip.decompress(labels.read_bytes()))
+    content[-1] = (content[-1] + 1) % 4  # one label changed, still a valid IDX file
+    labels.write_bytes(gzip.compress(bytes(content)))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz: MD5 checksum mismatch.*"
+                       r"uncompressed content.*genuine copy"):
+        load_dataset(spec, folder, offline=True)
+
+
+def test_without_a_content_md5_unzipped_is_unverified_and_recompressed_refused(
+        tiny_idx, isolated_home):
+    folder, spec = tiny_idx  # only the .gz MD5s are known (like KMNIST)
+    _recompress(folder / spec.files["train_labels"])
+    with pytest.raises(DataError, match="re-compressed copy cannot be checked: unzip it"):
+        load_dataset(spec, folder, offline=True)
+    labels = folder / spec.files["train_labels"]
+    labels.with_suffix("").write_bytes(gzip.decompress(labels.read_bytes()))
+    labels.unlink()
+    ds = load_dataset(spec, folder, offline=True)
+    assert ds.checksums[str(labels.with_suffix(""))] == "unknown" and not ds.verified
+
+
+def test_registry_knows_content_md5s_of_fashion_mnist_and_mnist():
+    for name in ("fashion-mnist", "mnist"):
+        assert set(DATASETS.get(name).raw_md5) == {"train_images", "train_labels",
+                                                   "test_images", "test_labels"}
+
+
+@pytest.mark.realdata
+def test_real_fashion_mnist_recompressed_labels_verified(real_data_dir, tmp_path):
+    folder = tmp_path / "fm"
+    folder.mkdir()
+    for f in real_data_dir.glob("*.gz"):
+        (folder / f.name).symlink_to(f)
+    labels = folder / "train-labels-idx1-ubyte.gz"
+    data = gzip.decompress(labels.read_bytes())
+    labels.unlink()
+    labels.write_bytes(gzip.compress(data, mtime=42))  # a genuine copy, another gzip
+    ds = load_dataset("fashion-mnist", folder, offline=True)
+    assert ds.verified and len(ds.train) == 60000
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _ds(train_labels, test_labels, classes=("a", "b", "c")):
+    from fmnist.datasets import Dataset, Split
+
+    def split(labels):
+        labels = np.asarray(labels, dtype=np.int64)
+        return Split(np.zeros((len(labels), 28, 28), np.uint8), labels)
+
+    return Dataset("toy", classes, split(train_labels), split(test_labels), Path("toy"), "csv")
+
+
+@pytest.mark.parametrize("train, test, message", [
+    ([0, 0, 0], [0], "training split holds one class \\('a'\\).*at least 2"),
+    ([], [0, 1], "the train split of toy is empty"),
+    ([0, 1], [], "the test split of toy is empty"),
+    ([0, 1], [0, 1, 2], "class 'c' has test images but no training images"),
+    ([0, 1, 2], [0, 1], "class 'c' has training images but no test images"),
+])
+def test_validate_dataset_refuses_what_cannot_be_trained_and_tested(train, test, message):
+    from fmnist.datasets import validate_dataset
+
+    with pytest.raises(DataError, match=message):
+        validate_dataset(_ds(train, test))
+
+
+def test_validate_dataset_accepts_two_classes_in_both_splits():
+    from fmnist.datasets import validate_dataset
+
+    ds = _ds([0, 1, 1], [1, 0])
+    assert validate_dataset(ds) is ds
+
+
+def test_image_folder_without_splits_needs_four_images_per_class(tmp_path):
+    for cls, n in (("a", 4), ("b", 3)):
+        (tmp_path / cls).mkdir()
+        for i in range(n):
+            Image.new("L", (28, 28), 0).save(tmp_path / cls / f"{i}.png")
+    with pytest.raises(DataError, match=r"b: only 3 images; at least 4 per class"):
+        load_dataset("fashion-mnist", tmp_path)
+    Image.new("L", (28, 28), 0).save(tmp_path / "b" / "3.png")
+    ds = load_dataset("fashion-mnist", tmp_path)
+    assert ds.test.counts(2).tolist() == [1, 1] and ds.train.counts(2).tolist() == [3, 3]
+
+
+# ----------------------------------------------------------------------------- 16-bit images
+
+
+@pytest.mark.parametrize("size", [(28, 28), (60, 90)])
+def test_16bit_png_in_an_image_folder_decodes_like_predict(tmp_path, size):
+    from fmnist.preprocess import preprocess
+
+    w, h = size
+    a = np.zeros((h, w), np.uint16)
+    a[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 30_000  # a mid-grey item on black
+    a[h // 3, w // 3] = 65_535
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(4):
+            Image.fromarray(a).save(tmp_path / cls / f"{i}.png")  # uint16: mode I;16
+    split, _ = read_image_folder(tmp_path)
+    png = tmp_path / "a" / "0.png"
+    np.testing.assert_array_equal(split.images[0], preprocess(png).image)
+    assert (split.images[0] == 255).mean() < 0.5  # not saturated (was 99.5% at 255)
+    if size == (28, 28):  # a dataset-like image passes through, scaled 65535 -> 255
+        assert split.images[0][h // 2, w // 2] == round(30_000 / 257)
+
+
+# ----------------------------------------------------------------------------- augmentation policy
+
+
+@pytest.mark.parametrize("dataset, recipe_augment, applied, dropped", [
+    ("fashion-mnist", ("flip",), ("flip",), ()),
+    ("fashion-mnist", ("flip", "translate:2", "erase"), ("flip", "translate:2", "erase"), ()),
+    ("mnist", ("flip",), ("translate:1",), ("flip",)),
+    ("mnist", ("flip", "translate:2", "erase"), ("translate:2", "erase"), ("flip",)),
+    ("kmnist", ("flip:0.3", "affine"), ("affine", "translate:1"), ("flip:0.3",)),
+    ("kmnist", (), (), ()),
+])
+def test_augment_policy_keeps_only_label_preserving(dataset, recipe_augment, applied, dropped):
+    policy = DATASETS.get(dataset).augment_policy
+    assert policy.fit(recipe_augment) == (applied, dropped)
+
+
+def _named(name: str):
+    from fmnist.datasets import Dataset
+
+    ds = _ds([0, 1], [0, 1])
+    return Dataset(name, ds.classes, ds.train, ds.test, ds.source, "idx",
+                   augment_policy=DATASETS.get(name).augment_policy)
+
+
+def test_fit_augment_drops_flips_and_flip_tta_for_digits():
+    from fmnist.recipes import resolve_recipe
+    from fmnist.training import fit_augment
+
+    recipe, record = fit_augment(resolve_recipe("fast"), _named("mnist"))
+    assert recipe.augment == ("translate:1",) and recipe.tta is False
+    assert record["recipe"] == ["flip"] and record["dropped"] == ["flip"]
+    assert record["applied"] == ["translate:1"] and "tta_off" in record
+    same, record = fit_augment(resolve_recipe("fast"), _named("fashion-mnist"))
+    assert same == resolve_recipe("fast") and record["dropped"] == []
+
+
+def test_fit_augment_keeps_an_explicit_augment_with_a_warning(caplog):
+    from fmnist.recipes import resolve_recipe
+    from fmnist.training import fit_augment
+
+    asked = resolve_recipe("fast", augment=("flip", "erase"), tta=True)
+    with caplog.at_level("WARNING", logger="fmnist"):
+        recipe, record = fit_augment(asked, _named("kmnist"), explicit={"augment", "tta"})
+    assert recipe.augment == ("flip", "erase") and recipe.tta is True and record["explicit"]
+    assert "flip can change kmnist's labels" in caplog.text
+
+
+def test_explicit_empty_dir_is_downloaded_into_never_replaced(served, tmp_path, isolated_home,
+                                                              monkeypatch):
+    server, spec = served
+    elsewhere = _copy_tiny(Path(server.root), isolated_home / "envdir")
+    monkeypatch.setenv("FMNIST_DATA_DIR", str(elsewhere))  # would load, if it were asked
+    (tmp_path / "empty").mkdir()
+    ds = load_dataset(spec, tmp_path / "empty")
+    assert ds.source == tmp_path / "empty" and server.requests == 4
+    broken = DatasetSpec(name="tiny", classes=spec.classes, mirrors=(server.url + "gone/",),
+                         md5=spec.md5)
+    with pytest.raises(DataError, match="could not download .*HTTP 404"):
+        load_dataset(broken, tmp_path / "new")  # a 404 moves on at once: no retries
+    assert not (tmp_path / "new").exists()  # no empty folder left behind

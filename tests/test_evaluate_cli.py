@@ -22,7 +22,7 @@ METRIC_KEYS = ("accuracy", "loss", "top2_accuracy", "ece", "per_class", "confusi
 def runs_root(learnable_dataset, tmp_path_factory) -> Path:
     """Two tiny runs: ``with-val`` (20% validation, 2 epochs) and ``no-val`` (1 epoch)."""
     root = tmp_path_factory.mktemp("runs")
-    common = dict(dataset=learnable_dataset, model="baseline-small", optimizer="adam", lr=2e-3,
+    common = dict(data=learnable_dataset, model="baseline-small", optimizer="adam", lr=2e-3,
                   augment=(), device="cpu")
     train(out=root / "with-val", epochs=2, val_fraction=0.2, **common)
     train(out=root / "no-val", epochs=1, **common)

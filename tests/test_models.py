@@ -311,3 +311,18 @@ def test_flops_grow_with_width_and_channels() -> None:
     assert flops_per_image(create_model("fastnet-wide")) > 3 * base
     rgb = flops_per_image(create_model("fastnet", in_channels=3))
     assert rgb - base == 2 * 28 * 28 * 16 * 9 * 2  # only the stem sees the extra channels
+
+
+def test_param_counts_match_keras_summary_and_the_models_table(capsys) -> None:
+    """Keras: baseline-batchnorm "Total params: 211,822", "Trainable params: 211,756"
+    (the 66 non-trainable are BN moving means and variances)."""
+    from fmnist.cli import main
+    from fmnist.models import param_counts
+
+    counts = param_counts(create_model("baseline-batchnorm"))
+    assert (counts.total, counts.trainable, counts.non_trainable) == (211_822, 211_756, 66)
+    info = model_info("baseline-batchnorm")
+    assert (info.total_params, info.trainable_params) == (211_822, 211_756)
+    assert main(["models"]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if "baseline-batchnorm" in ln)
+    assert "211,822" in row and "211,756" in row

@@ -28,7 +28,7 @@ def reported(learnable_dataset, tmp_path_factory) -> Path:
     """A tiny run trained without a test evaluation and with ``report=True``: the report
     must evaluate first (no metrics.json yet) and find the data from config.json."""
     out = tmp_path_factory.mktemp("report") / "run"
-    train(dataset=learnable_dataset, model="baseline-small", optimizer="adam", lr=2e-3,
+    train(data=learnable_dataset, model="baseline-small", optimizer="adam", lr=2e-3,
           epochs=2, val_fraction=0.2, augment=(), out=out, device="cpu",
           evaluate_test=False, report=True)
     return out

@@ -41,7 +41,7 @@ SMALL_LIMIT = 2_000  # bytes per file in the `small` app
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, learnable_dataset) -> Path:
     out = tmp_path_factory.mktemp("serve") / "run"
-    train(dataset=learnable_dataset, out=out, **TINY)
+    train(data=learnable_dataset, out=out, **TINY)
     return out
 
 

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, learnable_dataset) -> Path:
     out = tmp_path_factory.mktemp("serve-browser") / "run"
-    train(dataset=learnable_dataset, out=out, **TINY)
+    train(data=learnable_dataset, out=out, **TINY)
     return out
 
 

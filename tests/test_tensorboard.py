@@ -85,7 +85,7 @@ def test_logger_without_validation_uses_a_training_sample_and_extra_keys(
     log_dir = tmp_path / "tb"
     with TensorBoardLogger(log_dir, dataset=learnable_dataset, max_images=100,
                            n_gallery=4, image_every=2) as tb:
-        train("fast", out=tmp_path / "run", dataset=learnable_dataset, device="cpu",
+        train("fast", out=tmp_path / "run", data=learnable_dataset, device="cpu",
               evaluate_test=False, callbacks=[AddsKey(), tb], **QUICK)
     acc = read_events(log_dir)
     tags = acc.Tags()

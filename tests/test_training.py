@@ -83,7 +83,7 @@ def test_recipe_round_trip_and_validation():
 
 
 def test_run_folder_contents_and_model_file(learnable_dataset, tmp_path):
-    run = train(dataset=learnable_dataset, out=tmp_path / "run", **QUICK)
+    run = train(data=learnable_dataset, out=tmp_path / "run", **QUICK)
     d = run.dir
     for name in ("config.json", "history.csv", "model.pt", "metrics.json",
                  "checkpoints/last.pt", "checkpoints/best.pt"):
@@ -110,7 +110,7 @@ def test_whitening_stem_is_set_from_the_data_and_saved(learnable_dataset, tmp_pa
     from fmnist.models import create_model
 
     random_init = create_model("fastnet", stem="whiten").stem[0].conv.weight
-    run = train(dataset=learnable_dataset, out=tmp_path / "w", model="fastnet",
+    run = train(data=learnable_dataset, out=tmp_path / "w", model="fastnet",
                 model_kwargs={"widths": (16, 32), "stem": "whiten"}, epochs=2,
                 batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, seed=1)
     model, _ = load_model(run.dir)
@@ -163,7 +163,7 @@ class _Plateau:
 
 def test_early_stopping_on_a_plateau_restores_best_weights(learnable_dataset, tmp_path):
     plateau = _Plateau([1.0, 0.5, 0.7, 0.8, 0.9, 1.0])
-    run = train(dataset=learnable_dataset, out=tmp_path / "es", callbacks=[plateau],
+    run = train(data=learnable_dataset, out=tmp_path / "es", callbacks=[plateau],
                 **{**QUICK, "epochs": 6, "ema_decay": None, "patience": 2})
     assert len(run.history) == 4  # best at 2, then 3 and 4 without improvement
     assert "no improvement" in run.stop_reason
@@ -190,14 +190,14 @@ def _params(model):
 
 
 def test_resume_after_interrupt_gives_identical_results(learnable_dataset, tmp_path):
-    ref = train(dataset=learnable_dataset, out=tmp_path / "ref", **QUICK)
+    ref = train(data=learnable_dataset, out=tmp_path / "ref", **QUICK)
     with pytest.raises(TrainingInterrupted) as e:
-        train(dataset=learnable_dataset, out=tmp_path / "cut", callbacks=[_InterruptAfter(1)],
+        train(data=learnable_dataset, out=tmp_path / "cut", callbacks=[_InterruptAfter(1)],
               **QUICK)
     assert e.value.epoch == 2 and e.value.step == 0
     assert read_config(tmp_path / "cut")["status"] == "interrupted"
     assert len(read_history(tmp_path / "cut")) == 1
-    resumed = train(dataset=learnable_dataset, resume=tmp_path / "cut")
+    resumed = train(data=learnable_dataset, resume=tmp_path / "cut")
     assert resumed.test_metrics["accuracy"] == ref.test_metrics["accuracy"]
     assert resumed.test_metrics["loss"] == ref.test_metrics["loss"]
     a, b = _params(ref.model), _params(resumed.model)
@@ -214,7 +214,7 @@ def test_resume_rejects_overrides_and_missing_checkpoint(tmp_path):
 
 def test_nan_loss_stops_with_epoch_and_step(learnable_dataset, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch 1 step \d+"):
-        train(dataset=learnable_dataset, out=tmp_path / "nan", model="baseline-small",
+        train(data=learnable_dataset, out=tmp_path / "nan", model="baseline-small",
               optimizer="sgd", lr=1e12, epochs=1, precision="fp32")
 
 

@@ -93,7 +93,7 @@ def test_read_params_takes_best_json_or_a_plain_object(tmp_path):
 @needs_optuna
 def test_tune_refuses_a_search_without_validation_split(tmp_path, learnable_dataset):
     with pytest.raises(ConfigError, match="val_fraction must be > 0"):
-        tune("fast", 1, out=tmp_path, dataset=learnable_dataset, val_fraction=0.0)
+        tune("fast", 1, out=tmp_path, data=learnable_dataset, val_fraction=0.0)
 
 
 def test_tune_without_optuna_exits_2_with_the_install_hint(monkeypatch, capsys, tmp_path):
@@ -111,7 +111,7 @@ def test_study_resumes_prunes_a_bad_trial_and_writes_its_files(tmp_path, learnab
     import optuna
 
     out = tmp_path / "study"
-    first = tune("fast", 3, out=out, dataset=learnable_dataset, space=GOOD_LR, device="cpu",
+    first = tune("fast", 3, out=out, data=learnable_dataset, space=GOOD_LR, device="cpu",
                  **QUICK)
     assert (first.n_trials, first.states) == (3, {"COMPLETE": 3})
     assert first.storage == f"sqlite:///{(out / 'study.db').resolve()}"
@@ -120,7 +120,7 @@ def test_study_resumes_prunes_a_bad_trial_and_writes_its_files(tmp_path, learnab
     # validation accuracy at epoch 1 stays at chance, below the median -> pruned
     optuna.load_study(study_name="fast", storage=first.storage).enqueue_trial({"lr": 1e-7})
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    second = tune("fast", 3, out=out, dataset=learnable_dataset, space=GOOD_LR, device="cpu",
+    second = tune("fast", 3, out=out, data=learnable_dataset, space=GOOD_LR, device="cpu",
                   pruner=pruner, **QUICK)
     assert second.n_trials == 6
     bad = second.study.trials[3]
@@ -161,7 +161,7 @@ def test_study_resumes_prunes_a_bad_trial_and_writes_its_files(tmp_path, learnab
 
 @needs_optuna
 def test_importance_plot_is_skipped_with_a_note_below_two_trials(tmp_path, learnable_dataset):
-    r = tune("fast", 1, out=tmp_path, dataset=learnable_dataset, space=GOOD_LR, device="cpu",
+    r = tune("fast", 1, out=tmp_path, data=learnable_dataset, space=GOOD_LR, device="cpu",
              **{**QUICK, "epochs": 1})
     assert r.states == {"COMPLETE": 1}
     assert (tmp_path / "optimization_history.png").is_file()
@@ -203,3 +203,15 @@ def test_cli_tune_then_train_with_params(tmp_path, learnable_csv_dir, capsys):
     assert main(["train", "--params", str(out / "best.json"), "--out", str(tmp_path / "x"),
                  *quick]) == 2
     assert "tuned for recipe 'baseline-small'" in capsys.readouterr().err
+
+
+def test_fit_space_keeps_only_label_preserving_augment_choices():
+    from fmnist.datasets import DATASETS
+    from fmnist.tune import SEARCH_SPACES, fit_space
+
+    space = SEARCH_SPACES["fast"]
+    digits = fit_space(space, DATASETS.get("mnist").augment_policy)
+    assert digits["augment"] == ("categorical", ["translate:2", "translate:2,erase",
+                                                 "translate:1"])
+    assert digits["lr"] == space["lr"]
+    assert fit_space(space, DATASETS.get("fashion-mnist").augment_policy) == dict(space)

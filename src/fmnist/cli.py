@@ -327,11 +327,13 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import create_model, flops_per_image, list_models, model_info
 
-    table = Table("model", "params", "MFLOPs/image", "description")
+    # total and trainable as Keras' model.summary() counts them (BN moving stats in total)
+    table = Table("model", "total params", "trainable", "MFLOPs/image", "description")
     for name in list_models():
         info = model_info(name)
         mflops = flops_per_image(create_model(name)) / 1e6
-        table.add_row(name, f"{info.params:,}", f"{mflops:.1f}", info.description)
+        table.add_row(name, f"{info.total_params:,}", f"{info.trainable_params:,}",
+                      f"{mflops:.1f}", info.description)
     out.print(table)
     return 0
 

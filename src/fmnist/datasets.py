@@ -12,8 +12,16 @@ where each place may hold the files directly, in ``<dataset>/``, in a torchvisio
 into ``data_dir`` (or the default root) from the public mirrors with retries, an MD5 check
 and an atomic rename; ``offline=True`` forbids that and says where it looked.
 
-A ``data_dir`` may instead hold Kaggle-style CSVs (``*train*.csv`` / ``*test*.csv``) or an
-image folder (``<class>/*.png``, optionally under ``train/`` and ``test/``).
+An explicit ``data_dir`` is used or refused, never replaced by another place: it may hold
+the IDX files (as above), Kaggle-style CSVs (``*train*.csv`` and ``*test*.csv``) or an
+image folder (``<class>/<images>``, optionally under ``train/`` and ``test/``). When it does
+not exist or is empty, a registered dataset is downloaded into it (unless ``offline``);
+anything else it holds that is not a dataset is refused with what was looked for.
+
+Files are verified by the MD5 of their uncompressed content, so a genuine copy that was
+unzipped or re-compressed is still recognised; a file with other content is refused.
+Every loaded dataset is checked by :func:`validate_dataset` (two classes or more, both
+splits non-empty, the same classes in both).
 """
 
 from __future__ import annotations
@@ -47,6 +55,38 @@ PARTS = ("train_images", "train_labels", "test_images", "test_labels")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+def _augment_name(spec: str) -> str:
+    return spec.partition(":")[0].strip()
+
+
+@dataclass(frozen=True)
+class AugmentPolicy:
+    """Which training augmentations keep a dataset's labels (a flipped 2 is no 2)."""
+
+    label_preserving: tuple[str, ...] | None = None  # augmentation names; None: every one
+    instead: tuple[str, ...] = ()  # added when a recipe's augmentation had to be dropped
+
+    def preserves(self, augment: str) -> bool:
+        """Does ``augment`` ("name" or "name:param") keep this dataset's labels?"""
+        return self.label_preserving is None or _augment_name(augment) in self.label_preserving
+
+    def fit(self, augment: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(applied, dropped): the label-preserving part of ``augment``, plus ``instead``
+        (those of its names not there yet) when something was dropped."""
+        kept = tuple(a for a in augment if self.preserves(a))
+        dropped = tuple(a for a in augment if not self.preserves(a))
+        if dropped:
+            have = {_augment_name(a) for a in kept}
+            kept += tuple(a for a in self.instead if _augment_name(a) not in have)
+        return kept, dropped
+
+
+# Digits and characters change under a mirror flip; small shifts, mild affine maps and
+# erasing keep them. 1-px shifts replace a recipe's flips (gentle enough for 3 epochs).
+CHARACTERS = AugmentPolicy(label_preserving=("translate", "affine", "erase", "photometric"),
+                           instead=("translate:1",))
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """A known dataset: its four IDX files, their MD5s, where to get them, class names."""
@@ -54,10 +94,11 @@ class DatasetSpec:
     name: str
     classes: tuple[str, ...]
     mirrors: tuple[str, ...]
-    md5: dict[str, str]  # part -> MD5 of the .gz file
-    raw_md5: dict[str, str] = field(default_factory=dict)  # part -> MD5 of the unzipped file
+    md5: dict[str, str]  # part -> MD5 of the .gz file as published
+    raw_md5: dict[str, str] = field(default_factory=dict)  # part -> MD5 of the content
     torch_name: str = ""  # torchvision's folder name, e.g. FashionMNIST
     description: str = ""
+    augment_policy: AugmentPolicy = AugmentPolicy()
     files: dict[str, str] = field(
         default_factory=lambda: {
             "train_images": "train-images-idx3-ubyte.gz",
@@ -93,6 +134,7 @@ register_dataset(
             "test_images": "bef4ecab320f06d8554ea6380940ec79",
             "test_labels": "bb300cfdad3c16e7a12a480ee83cd310",
         },
+        # computed here from the genuine files: gzip -dc FILE.gz | md5sum
         raw_md5={
             "train_images": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
             "train_labels": "9018921c3c673c538a1fc5bad174d6f9",
@@ -117,7 +159,19 @@ register_dataset(
             "test_images": "9fb629c4189551a2d022fa330f9573f3",
             "test_labels": "ec29112dd5afa0611ce80d1b7f02629c",
         },
+        # MD5s of the unzipped files, listed next to the .gz MD5s above (the same four
+        # pairs) in public MNIST fetch scripts, e.g. a bash script declaring
+        # MNIST_EXTRACTED_FILES_MD5 / MNIST_ARCHIVE_MD5 and a CMake fetch_mnist() with
+        # MNIST_EXTRACTED_FILE_MD5S / MNIST_ARCHIVE_MD5S; secml's CDataLoaderMNIST and a
+        # paper's data script ("MD5 checksums of the uncompressed files") give the same.
+        raw_md5={
+            "train_images": "6bbc9ace898e44ae57da46a324031adb",
+            "train_labels": "a25bea736e30d166cdddb491f175f624",
+            "test_images": "2646ac647ad5339dbf082846283269ea",
+            "test_labels": "27ae3e4e09519cfbb04c329615203637",
+        },
         torch_name="MNIST",
+        augment_policy=CHARACTERS,
     )
 )
 register_dataset(
@@ -132,7 +186,10 @@ register_dataset(
             "test_images": "5c965bf0a639b31b8f53240b1b52f4d7",
             "test_labels": "7320c461ea6c1c855c0b718fb2a4b134",
         },
+        # No trustworthy MD5 of the unzipped KMNIST files was found: the genuine .gz files
+        # are verified by their own MD5; unzipped ones load as "not verified".
         torch_name="KMNIST",
+        augment_policy=CHARACTERS,
     )
 )
 
@@ -172,6 +229,7 @@ class Dataset:
     source: Path
     format: str  # "idx", "csv" or "image-folder"
     checksums: dict[str, str] = field(default_factory=dict)  # file -> "ok" | "unknown"
+    augment_policy: AugmentPolicy = AugmentPolicy()
 
     @property
     def num_classes(self) -> int:
@@ -234,8 +292,11 @@ def _open_bytes(path: Path) -> bytes:
 
 def read_idx(path: str | os.PathLike, *, kind: str) -> np.ndarray:
     """Read an IDX file (``kind`` "images" -> (N, 28, 28) uint8, "labels" -> (N,) int64)."""
-    path = Path(path)
-    data = _open_bytes(path)
+    return parse_idx(_open_bytes(Path(path)), Path(path), kind=kind)
+
+
+def parse_idx(data: bytes, path: Path, *, kind: str) -> np.ndarray:
+    """The array in an IDX file's uncompressed bytes ``data`` (``path`` names it in errors)."""
     magic_expected, ndim = (IDX_IMAGES_MAGIC, 3) if kind == "images" else (IDX_LABELS_MAGIC, 1)
     fix = "Check that this is the right file, or delete it and download again."
     magic = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
@@ -319,41 +380,61 @@ def read_csv(path: str | os.PathLike) -> Split:
 # --------------------------------------------------------------------------- image folders
 
 
+MIN_IMAGES_PER_CLASS = 4  # without train/ and test/: 1/7 held out, so >= 1 test image
+
+
 def _read_image_28(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """One image file as ``predict`` sees it: 28x28 dataset-like images pass through,
+    any other size (a photo) goes through :func:`fmnist.preprocess.preprocess`."""
+    from .errors import ImageError
+    from .preprocess import preprocess
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("L")
-            if im.size != (IMAGE_SIZE, IMAGE_SIZE):
-                im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
-            return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: not a readable image ({e}). Remove it from the folder.") from None
+        return preprocess(path, name=str(path)).image
+    except ImageError as e:
+        reason = str(e).removeprefix(f"{path}: ").rstrip(".")
+        raise DataError(f"{path}: {reason}; or remove it from the folder.") from None
 
 
 def _class_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def read_image_folder(
     root: str | os.PathLike, classes: Sequence[str] | None = None
 ) -> tuple[Split, tuple[str, ...]]:
-    """Read ``root/<class>/*.png|jpg|...`` as 28x28 grayscale; class names from folders."""
+    """Read ``root/<class>/*.png|jpg|...`` as 28x28 grayscale; class names from folders.
+
+    Every image is decoded and sized exactly as ``fmnist predict`` does it. With
+    ``classes`` given, their folders are read in that order (a missing folder adds none)."""
     root = Path(root)
     dirs = _class_dirs(root)
     names = tuple(classes) if classes is not None else tuple(d.name for d in dirs)
     if not names:
         raise DataError(f"{root}: no class folders. Expected {root}/<class name>/<image files>.")
+    files = {name: _image_files(root / name) for name in names}
+    empty = [n for n in names if (root / n).is_dir() and not files[n]]
+    if empty:
+        raise DataError(
+            f"{root / empty[0]}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+            "add images of that class or remove the folder."
+        )
+    paths = [p for name in names for p in files[name]]
+    labels = [label for label, name in enumerate(names) for _ in files[name]]
     images: list[np.ndarray] = []
-    labels: list[int] = []
-    for label, name in enumerate(names):
-        files = sorted(
-            p for p in (root / name).glob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-        ) if (root / name).is_dir() else []
-        for p in files:
-            images.append(_read_image_28(p))
-            labels.append(label)
+    if len(paths) > 300:
+        log.info("reading %d images from %s (photos are preprocessed like predict's)",
+                 len(paths), root)
+    with Progress(f"read {root}", len(paths), unit="images", enabled=len(paths) > 300) as bar:
+        for path in paths:
+            images.append(_read_image_28(path))
+            bar.advance()
     if not images:
         raise DataError(
             f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} in class folders)."
@@ -373,29 +454,46 @@ def md5sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _identify(md5: str) -> str | None:
-    """Name of the registered dataset a file with this MD5 belongs to, if any."""
+def _owner(path: Path, content: bytes | None = None) -> str | None:
+    """Name of the registered dataset whose file this is (by content or container MD5)."""
+    raw = hashlib.md5(_open_bytes(path) if content is None else content).hexdigest()
+    packed = md5sum(path) if path.suffix == ".gz" else raw
     for name, spec in DATASETS.items():
-        if md5 in spec.md5.values() or md5 in spec.raw_md5.values():
+        if raw in spec.raw_md5.values() or packed in spec.md5.values():
             return name
     return None
 
 
-def verify_file(path: Path, spec: DatasetSpec, part: str) -> str:
-    """Check a file's MD5 against the registry: "ok", "unknown" (no MD5 known) or raise."""
-    expected = (spec.md5 if path.suffix == ".gz" else spec.raw_md5).get(part)
-    if not expected:
+def verify_content(path: Path, content: bytes, spec: DatasetSpec, part: str) -> str:
+    """Check a file against the registry: "ok", "unknown" (nothing to check against) or raise.
+
+    ``content`` is the file's uncompressed bytes. Its MD5 is compared with the published
+    MD5 of the uncompressed file, so an unzipped or re-compressed genuine copy is "ok".
+    Without one, only a .gz file can be checked, by the MD5 of the published .gz."""
+    expected = spec.raw_md5.get(part)
+    if expected:
+        found, what = hashlib.md5(content).hexdigest(), "uncompressed content"
+    elif path.suffix == ".gz" and spec.md5.get(part):
+        expected, found, what = spec.md5[part], md5sum(path), ".gz file"
+    else:
         return "unknown"
-    found = md5sum(path)
     if found == expected:
         return "ok"
-    other = _identify(found)
-    what = f" It is a {other} file, not {spec.name}." if other and other != spec.name else ""
+    other = _owner(path, content)
+    what_else = f" It is a {other} file, not {spec.name}." if other and other != spec.name else ""
+    unzip = ("" if spec.raw_md5.get(part) else
+             " (a re-compressed copy cannot be checked: unzip it to load it unverified)")
     raise DataError(
         f"{path}: MD5 checksum mismatch for {spec.name} {part}: expected {expected}, "
-        f"found {found}.{what} Delete the file and run again to download a fresh copy, or "
-        "pass the folder with the right files via --data-dir."
+        f"found {found} (MD5 of the {what}).{what_else} It is not the genuine file{unzip}: "
+        "replace it with a genuine copy (delete it and run without --offline to download "
+        "one), or pass the folder with the right files via --data-dir."
     )
+
+
+def verify_file(path: Path, spec: DatasetSpec, part: str) -> str:
+    """:func:`verify_content` of a file on disk."""
+    return verify_content(path, _open_bytes(path), spec, part)
 
 
 # --------------------------------------------------------------------------- locating
@@ -418,10 +516,11 @@ def _expand(place: Path, spec: DatasetSpec) -> list[Path]:
 
 
 def search_places(data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
-    """The places searched, in order, with what each one is."""
-    places: list[tuple[str, Path]] = []
+    """The places searched, in order, with what each one is: an explicit ``data_dir``
+    alone, else the environment variable, the default data root and the Keras cache."""
     if data_dir is not None:
-        places.append(("--data-dir", Path(data_dir)))
+        return [("--data-dir", Path(data_dir))]
+    places: list[tuple[str, Path]] = []
     env = os.environ.get("FMNIST_DATA_DIR")
     if env:
         places.append(("FMNIST_DATA_DIR", Path(env)))
@@ -449,8 +548,7 @@ def find_files(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> 
             found = {part: _part_path(folder, spec, part) for part in PARTS}
             if not all(found.values()):
                 continue
-            labels = found["train_labels"]
-            owner = _identify(md5sum(labels))
+            owner = _owner(found["train_labels"])  # type: ignore[arg-type]
             if owner is not None and owner != spec.name:
                 log.debug("skipping %s: it holds %s, not %s", folder, owner, spec.name)
                 skipped.append((folder, owner))
@@ -552,17 +650,21 @@ def load_dataset(
     """Load a registered dataset (IDX), or the CSVs / image folder in ``data_dir``.
 
     ``name`` is a registered dataset (``fmnist.datasets.list_datasets()``) or a
-    :class:`DatasetSpec` of your own; its class names are used for CSVs. Raises
-    :class:`~fmnist.errors.DataError` with what was looked for and how to fix it.
+    :class:`DatasetSpec` of your own; its class names are used for CSVs. An explicit
+    ``data_dir`` is used or refused, never replaced by another place (see the module
+    docstring). Raises :class:`~fmnist.errors.DataError` with what was looked for and how
+    to fix it; the result has passed :func:`validate_dataset`.
     """
     spec = name if isinstance(name, DatasetSpec) else DATASETS.get(name)
     if data_dir is not None:
-        folder = Path(data_dir)
-        if folder.is_dir() and _find_csvs(folder):
-            return _load_csv_dataset(spec, folder)
-        if folder.is_dir() and _is_image_folder(folder):
-            return _load_image_folder_dataset(folder)
-    search = find_files(spec, data_dir)
+        ds = _load_explicit(spec, Path(data_dir), offline=offline, verify=verify)
+    else:
+        ds = _load_searched(spec, offline=offline, verify=verify)
+    return validate_dataset(ds)
+
+
+def _load_searched(spec: DatasetSpec, *, offline: bool, verify: bool) -> Dataset:
+    search = find_files(spec)
     found = search.files
     if found is None:
         if offline:
@@ -574,19 +676,65 @@ def load_dataset(
                 f"{where}{other}\nPut {', '.join(spec.files.values())} in one of these "
                 "folders, or set FMNIST_DATA_DIR to the folder holding them."
             )
-        target = Path(data_dir) if data_dir is not None else Path("data") / spec.name
-        found = download(spec, target)
+        found = download(spec, Path("data") / spec.name)
     return _load_idx_dataset(spec, found, verify=verify)
 
 
+def _load_explicit(spec: DatasetSpec, folder: Path, *, offline: bool, verify: bool) -> Dataset:
+    """The dataset in ``folder`` (CSV, image folder or IDX), a download into it when it is
+    missing or empty, or a DataError: never a dataset from somewhere else."""
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: is a file, not a folder. Pass the folder that holds the "
+                        "dataset files with --data-dir.")
+    if folder.is_dir():
+        csvs = _find_csvs(folder)
+        if csvs is not None:
+            return _load_csv_dataset(spec, folder, *csvs)
+        if _is_image_folder(folder):
+            return _load_image_folder_dataset(folder)
+        search = find_files(spec, folder)
+        if search.files is not None:
+            return _load_idx_dataset(spec, search.files, verify=verify)
+        if search.skipped:
+            where, owner = search.skipped[0]
+            raise DataError(f"{where}: holds {owner} files, not {spec.name}. Add --dataset "
+                            f"{owner}, or pass the folder with the {spec.name} files.")
+    partial = folder.is_dir() and any(_part_path(folder, spec, p) for p in PARTS)
+    if folder.is_dir() and any(folder.iterdir()) and not partial:
+        raise DataError(
+            f"{folder}: holds no dataset: expected the {spec.name} IDX files "
+            f"({', '.join(spec.files.values())}), a *train*.csv and a *test*.csv, or an image "
+            "folder (<class>/<images>). Pass the folder that holds them with --data-dir."
+        )
+    if offline or not spec.mirrors:
+        missing = [spec.files[p] for p in PARTS if not (folder.is_dir() and _part_path(
+            folder, spec, p))]
+        raise DataError(
+            f"{folder}: no {spec.name} files ({', '.join(missing)} missing) and "
+            f"{'--offline forbids' if offline else 'no mirror allows'} downloading. Put the "
+            "files there, or drop --offline to download them into it."
+        )
+    log.info("%s holds no %s files: downloading them into it", folder, spec.name)
+    created = not folder.exists()
+    try:
+        files = download(spec, folder)
+    except DataError:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # leave no empty folder behind a failed download
+        raise
+    return _load_idx_dataset(spec, files, verify=verify)
+
+
 def _load_idx_dataset(spec: DatasetSpec, files: dict[str, Path], *, verify: bool) -> Dataset:
-    checksums = {}
-    if verify:
-        checksums = {str(p): verify_file(p, spec, part) for part, p in files.items()}
-    train = Split(read_idx(files["train_images"], kind="images"),
-                  read_idx(files["train_labels"], kind="labels"))
-    test = Split(read_idx(files["test_images"], kind="images"),
-                 read_idx(files["test_labels"], kind="labels"))
+    arrays: dict[str, np.ndarray] = {}
+    checksums: dict[str, str] = {}
+    for part, path in files.items():
+        content = _open_bytes(path)
+        if verify:
+            checksums[str(path)] = verify_content(path, content, spec, part)
+        arrays[part] = parse_idx(content, path, kind=part.split("_")[1])
+    train = Split(arrays["train_images"], arrays["train_labels"])
+    test = Split(arrays["test_images"], arrays["test_labels"])
     for split_name, split, img_part in (("train", train, "train_images"),
                                         ("test", test, "test_images")):
         if len(split.images) != len(split.labels):
@@ -596,7 +744,7 @@ def _load_idx_dataset(spec: DatasetSpec, files: dict[str, Path], *, verify: bool
             )
         _check_labels(split.labels, len(spec.classes), files[img_part].parent)
     return Dataset(spec.name, spec.classes, train, test, files["train_images"].parent, "idx",
-                   checksums)
+                   checksums, spec.augment_policy)
 
 
 def _check_labels(labels: np.ndarray, num_classes: int, source: Path) -> None:
@@ -607,18 +755,27 @@ def _check_labels(labels: np.ndarray, num_classes: int, source: Path) -> None:
 
 
 def _find_csvs(folder: Path) -> tuple[Path, Path] | None:
+    """(train, test) CSVs in ``folder``; None without CSVs; a DataError for only one."""
     csvs = sorted(folder.glob("*.csv"))
     train = [p for p in csvs if "train" in p.name.lower()]
     test = [p for p in csvs if "test" in p.name.lower()]
-    return (train[0], test[0]) if train and test else None
+    if train and test:
+        return train[0], test[0]
+    if train or test:
+        have, role = (train[0], "test") if train else (test[0], "train")
+        raise DataError(f"{folder}: found {have.name} but no {role} CSV; add one whose name "
+                        f"contains '{role}' (e.g. {role}.csv, rows label,pixel1..pixel784) "
+                        "next to it.")
+    return None
 
 
-def _load_csv_dataset(spec: DatasetSpec, folder: Path) -> Dataset:
-    train_csv, test_csv = _find_csvs(folder)  # type: ignore[misc]
+def _load_csv_dataset(spec: DatasetSpec, folder: Path, train_csv: Path, test_csv: Path
+                      ) -> Dataset:
     train, test = read_csv(train_csv), read_csv(test_csv)
     _check_labels(train.labels, len(spec.classes), train_csv)
     _check_labels(test.labels, len(spec.classes), test_csv)
-    return Dataset(spec.name, spec.classes, train, test, folder, "csv")
+    return Dataset(spec.name, spec.classes, train, test, folder, "csv",
+                   augment_policy=spec.augment_policy)
 
 
 def _is_image_folder(folder: Path) -> bool:
@@ -629,16 +786,53 @@ def _is_image_folder(folder: Path) -> bool:
 
 
 def _load_image_folder_dataset(folder: Path, test_fraction: float = 1 / 7) -> Dataset:
-    if (folder / "train").is_dir() and (folder / "test").is_dir():
-        train, classes = read_image_folder(folder / "train")
-        test, _ = read_image_folder(folder / "test", classes)
+    has = [part for part in ("train", "test") if (folder / part).is_dir()]
+    if len(has) == 1:
+        other = "test" if has == ["train"] else "train"
+        raise DataError(f"{folder}: has {has[0]}/ but no {other}/ folder; add "
+                        f"{folder / other}/<class>/<images>, or put the class folders directly "
+                        f"in {folder} to hold out a test split automatically.")
+    if has:
+        names = sorted({d.name for part in ("train", "test") for d in _class_dirs(folder / part)})
+        train, classes = read_image_folder(folder / "train", names)
+        test, _ = read_image_folder(folder / "test", names)
     else:
         everything, classes = read_image_folder(folder)
+        counts = everything.counts(len(classes))
+        if counts.min() < MIN_IMAGES_PER_CLASS:
+            few = int(counts.argmin())
+            raise DataError(
+                f"{folder / classes[few]}: only {counts[few]} images; at least "
+                f"{MIN_IMAGES_PER_CLASS} per class are needed to hold out a test image. Add "
+                "images, or split them yourself into train/<class>/ and test/<class>/."
+            )
         rest, held = stratified_split(everything.labels, test_fraction, seed=0)
         train, test = everything.subset(rest), everything.subset(held)
         log.info("%s has no train/ and test/ folders: held out %.0f%% per class as test",
                  folder, 100 * test_fraction)
     return Dataset(folder.resolve().name, classes, train, test, folder, "image-folder")
+
+
+def validate_dataset(ds: Dataset) -> Dataset:
+    """Refuse a dataset no classifier can be trained and tested on: one class, an empty
+    split, or classes found in one split only. Returns ``ds`` unchanged."""
+    for split_name in ("train", "test"):
+        if len(getattr(ds, split_name)) == 0:
+            raise DataError(f"{ds.source}: the {split_name} split of {ds.name} is empty; add "
+                            f"{split_name} images of every class.")
+    in_train, in_test = set(np.unique(ds.train.labels)), set(np.unique(ds.test.labels))
+    if len(in_train) < 2:
+        only = ds.classes[next(iter(in_train))]
+        raise DataError(f"{ds.source}: the training split holds one class ({only!r}); a "
+                        "classifier needs at least 2: add images of the other classes.")
+    for missing, have, lack in ((in_test - in_train, "test", "training"),
+                                (in_train - in_test, "training", "test")):
+        if missing:
+            names = ", ".join(repr(ds.classes[c]) for c in sorted(missing))
+            raise DataError(f"{ds.source}: class {names} has {have} images but no {lack} "
+                            f"images; add {lack} images of it, or remove it from the "
+                            f"{have} split.")
+    return ds
 
 
 def summary(ds: Dataset) -> dict:
@@ -658,4 +852,6 @@ def summary(ds: Dataset) -> dict:
         "pixel_std": round(ds.std, 4),
         "pixel_min": int(ds.train.images.min()),
         "pixel_max": int(ds.train.images.max()),
+        "label_preserving_augment": (None if ds.augment_policy.label_preserving is None
+                                     else list(ds.augment_policy.label_preserving)),
     }

@@ -35,6 +35,8 @@ __all__ = [
     "list_models",
     "model_info",
     "count_params",
+    "param_counts",
+    "ParamCounts",
     "flops_per_image",
 ]
 
@@ -62,6 +64,21 @@ class ModelInfo:
     params: int  # nn.Parameters at default kwargs (BN running statistics not counted)
     family: Family
     default_kwargs: dict[str, Any] = field(default_factory=dict)  # architecture options only
+    total_params: int = 0  # as Keras' "Total params" (see param_counts)
+    trainable_params: int = 0  # as Keras' "Trainable params"
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameter counts as Keras' ``model.summary()`` shows them."""
+
+    total: int  # every weight plus BatchNorm moving mean/variance ("Total params")
+    trainable: int  # what the optimizer updates ("Trainable params")
+
+    @property
+    def non_trainable(self) -> int:
+        """BN moving statistics and frozen weights ("Non-trainable params")."""
+        return self.total - self.trainable
 
 
 _MODELS: Registry[_Entry] = Registry("model")
@@ -145,15 +162,25 @@ def create_model(
 
 
 @functools.cache
-def _default_params(name: str) -> int:
-    return count_params(_MODELS.get(name).factory())
+def _default_counts(name: str) -> tuple[int, ParamCounts]:
+    model = _MODELS.get(name).factory()
+    return count_params(model), param_counts(model)
 
 
 def model_info(name: str) -> ModelInfo:
-    """Name, description, family, default options and parameter count of a registered model."""
+    """Name, description, family, default options and parameter counts of a registered
+    model (``params``: nn.Parameters; ``total_params``/``trainable_params``: as Keras)."""
     entry = _MODELS.get(name)
     defaults = {k: p.default for k, p in _options(entry.factory).items()}
-    return ModelInfo(name, entry.description, _default_params(name), entry.family, defaults)
+    params, counts = _default_counts(name)
+    return ModelInfo(name, entry.description, params, entry.family, defaults,
+                     counts.total, counts.trainable)
+
+
+def param_counts(model: nn.Module) -> ParamCounts:
+    """Total (with BN moving statistics) and trainable parameters, as Keras counts them."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return ParamCounts(count_params(model, include_bn_buffers=True), trainable)
 
 
 def count_params(model: nn.Module, include_bn_buffers: bool = False) -> int:

@@ -15,6 +15,7 @@ run ends with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -381,13 +382,18 @@ def train(
     callbacks: Sequence[Callback] = (),
     evaluate_test: bool = True,
     report: bool = False,
-    dataset: Dataset | None = None,
+    data: Dataset | None = None,
     **overrides: Any,
 ) -> Run:
     """Train a recipe (with ``overrides`` of its fields) and write the run folder.
 
-    ``resume=RUN_DIR`` continues an interrupted run from ``checkpoints/last.pt`` with the
-    recipe stored in its ``config.json`` (overrides are not allowed then).
+    ``data`` is an already loaded :class:`~fmnist.datasets.Dataset`; without it the
+    recipe's ``dataset`` (a registered name, e.g. ``dataset="mnist"``) is loaded from
+    ``data_dir`` or the usual places, before any run folder is made. Augmentations that
+    change the dataset's labels (flips of digits) are left out unless ``augment`` is given
+    explicitly (see :func:`fit_augment`). ``resume=RUN_DIR`` continues an interrupted run
+    from ``checkpoints/last.pt`` with the recipe stored in its ``config.json`` (overrides
+    are not allowed then).
     """
     checkpoint: dict[str, Any] | None = None
     if resume is not None:
@@ -406,14 +412,58 @@ def train(
     assert isinstance(recipe, Recipe)
     ctx, dev = setup_distributed(select_device(device))
     try:
-        if resume is None:  # rank 0 names (and creates) the folder; the others follow
+        ds = data or load_dataset(recipe.dataset, data_dir, offline=offline)
+        augmentation = None
+        if resume is None:  # the stored recipe of a resumed run is already fitted
+            recipe, augmentation = fit_augment(recipe, ds, explicit=set(overrides))
+            # rank 0 names (and creates) the folder; the others follow
             run_dir = Path(ctx.broadcast(str(new_run_dir(out, recipe.name))
                                          if ctx.is_main else None))
         return _train(recipe, run_dir, checkpoint, ctx, dev, data_dir=data_dir,
-                      offline=offline, callbacks=callbacks, evaluate_test=evaluate_test,
-                      report=report, dataset=dataset)
+                      callbacks=callbacks, evaluate_test=evaluate_test, report=report,
+                      ds=ds, augmentation=augmentation)
     finally:
         ctx.close()
+
+
+def fit_augment(recipe: Recipe, ds: Dataset, *, explicit: set[str] = frozenset()
+                ) -> tuple[Recipe, dict[str, Any]]:
+    """The recipe with only the augmentations that keep ``ds``'s labels, and a record of
+    what was applied (for config.json).
+
+    A flip turns a 2 into no digit at all: for such datasets (``ds.augment_policy``) the
+    recipe's flips are dropped (with the policy's replacement, e.g. 1-px shifts) and its
+    test-time augmentation, which averages over flips, is turned off. An ``augment`` or
+    ``tta`` the user set (``explicit`` holds the overridden field names) is kept as given,
+    with a warning when it changes labels."""
+    policy = ds.augment_policy
+    record: dict[str, Any] = {"recipe": list(recipe.augment), "dropped": [],
+                              "explicit": "augment" in explicit}
+    changes: dict[str, Any] = {}
+    if "augment" in explicit:
+        bad = [a for a in recipe.augment if not policy.preserves(a)]
+        if bad:
+            log.warning("--augment %s: %s can change %s's labels; applied as you asked",
+                        ",".join(recipe.augment), ",".join(bad), ds.name)
+    else:
+        applied, dropped = policy.fit(recipe.augment)
+        if dropped:
+            changes["augment"] = applied
+            record["dropped"] = list(dropped)
+            log.info("%s: left out %s (changes %s's labels); augmenting with %s", recipe.name,
+                     ",".join(dropped), ds.name, ",".join(applied) or "nothing")
+    if recipe.tta and not policy.preserves("flip"):
+        if "tta" in explicit:
+            log.warning("--tta averages over flipped images, which changes %s's labels",
+                        ds.name)
+        else:
+            changes["tta"] = False
+            record["tta_off"] = "test-time augmentation averages over flips"
+            log.info("%s: test-time augmentation off (its flips change %s's labels)",
+                     recipe.name, ds.name)
+    fitted = dataclasses.replace(recipe, **changes) if changes else recipe
+    record["applied"] = list(fitted.augment)
+    return fitted, record
 
 
 def _train(
@@ -424,16 +474,15 @@ def _train(
     dev: torch.device,
     *,
     data_dir: str | Path | None,
-    offline: bool,
     callbacks: Sequence[Callback],
     evaluate_test: bool,
     report: bool,
-    dataset: Dataset | None,
+    ds: Dataset,
+    augmentation: dict[str, Any] | None,
 ) -> Run:
     bf16 = use_bf16(dev, recipe.precision)
     torch.manual_seed(recipe.seed)
 
-    ds = dataset or load_dataset(recipe.dataset, data_dir, offline=offline)
     train_split, val_split, test_split = prepare_data(recipe, ds)
     mean, std = ds.mean, ds.std
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
@@ -492,6 +541,7 @@ def _train(
             "train": len(train_split), "val": len(val_split) if val_split else 0,
             "test": len(test_split),
         },
+        "augmentation": augmentation,
         "params": count_params(model),
         "steps_per_epoch": steps_per_epoch,
         "distributed": {
@@ -511,6 +561,7 @@ def _train(
     if checkpoint is not None:
         old = read_config(run_dir)
         config["created"] = old.get("created", config["created"])
+        config["augmentation"] = old.get("augmentation")
     ctx.barrier()  # every rank has read what it needs of the old config and checkpoint
     if ctx.is_main:
         atomic_write_json(run_dir / "config.json", config)

@@ -45,7 +45,7 @@ from .recipes import Recipe, get_recipe, resolve_recipe
 if TYPE_CHECKING:
     import optuna
 
-    from .datasets import Dataset
+    from .datasets import AugmentPolicy, Dataset
 
 log = logging.getLogger("fmnist")
 
@@ -332,6 +332,16 @@ def _trial_dir(out: Path, number: int) -> Path:
     return path
 
 
+def fit_space(space: Mapping[str, Spec], policy: AugmentPolicy) -> dict[str, Spec]:
+    """``space`` with its augmentation choices cut to what keeps the dataset's labels
+    (e.g. no flips for digits: "flip,translate:2" becomes "translate:2")."""
+    spec = space.get("augment")
+    if spec is None or spec[0] != "categorical":
+        return dict(space)
+    fitted = [",".join(policy.fit([a for a in str(c).split(",") if a])[0]) for c in spec[1]]
+    return {**space, "augment": ("categorical", list(dict.fromkeys(fitted)))}
+
+
 def tune(
     recipe: str | Recipe = "fast",
     trials: int = 20,
@@ -342,7 +352,7 @@ def tune(
     timeout: float | None = None,
     trial_budget: float | None = None,
     data_dir: str | Path | None = None,
-    dataset: Dataset | None = None,
+    data: Dataset | None = None,
     device: str = "auto",
     offline: bool = False,
     space: Mapping[str, Spec] | None = None,
@@ -358,6 +368,7 @@ def tune(
     of that name is continued. ``timeout`` bounds this call in seconds, ``trial_budget``
     each trial's training. The default pruner is ``MedianPruner(n_startup_trials=5,
     n_warmup_steps=2)``: nothing is pruned before epoch 2 or before 5 trials finished.
+    ``data`` is an already loaded Dataset; without it the recipe's ``dataset`` is loaded.
     """
     optuna = _require_optuna()
     from .datasets import load_dataset
@@ -381,11 +392,12 @@ def tune(
         raise ConfigError(f"nothing to search for {base.name!r}: every field of its space "
                           f"({', '.join(full_space)}) is fixed.")
 
+    ds = data or load_dataset(checked.dataset, data_dir, offline=offline)  # before any folder
+    space_now = fit_space(space_now, ds.augment_policy)
     study_name = study_name or base.name
     out_dir = Path(out) if out is not None else Path("runs") / f"tune-{study_name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = storage or default_storage(out_dir)
-    ds = dataset or load_dataset(checked.dataset, data_dir, offline=offline)
 
     previous_verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -411,7 +423,7 @@ def tune(
             try:
                 run = train(base, out=run_dir, data_dir=data_dir, device=device,
                             offline=offline, callbacks=[monitor], evaluate_test=False,
-                            report=False, dataset=ds, **{**fixed, **params})
+                            report=False, data=ds, **{**fixed, **params})
             except TrainingDiverged as e:
                 # a hopeless point: pruned, so TPE learns to avoid it
                 trial.set_user_attr("stop_reason", f"diverged: {e}")
