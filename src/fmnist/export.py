@@ -374,6 +374,7 @@ def _run_config(model_file: Path) -> dict[str, Any]:
 def _parity_dataset(meta: ModelMeta, config: dict[str, Any], data_dir: str | os.PathLike | None):
     """The run's dataset: ``data_dir``, else where the run found it, else the usual places."""
     from .datasets import list_datasets, load_dataset
+    from .runs import check_dataset
 
     ds_cfg = config.get("dataset") or {}
     name = ds_cfg.get("name") or meta.dataset
@@ -395,6 +396,12 @@ def _parity_dataset(meta: ModelMeta, config: dict[str, Any], data_dir: str | os.
             continue
         if tuple(ds.classes) != tuple(meta.classes):
             tried.append(f"{place}: classes {list(ds.classes)} differ from the model's")
+            continue
+        try:
+            if config:  # a model inside a run folder: only the run's own data will do
+                check_dataset("the run", config, ds)
+        except FmnistError as e:
+            tried.append(f"{place or 'default locations'} ({e})")
             continue
         return ds
     raise DataError(
