@@ -244,3 +244,31 @@ def test_model_file_without_metadata_or_weights(tmp_path):
     torch.save({**payload, "state_dict": {"w": "not a tensor"}}, path)
     with pytest.raises(ModelFileError, match="without weights"):
         read_model_file(path)
+
+
+# --------------------------------------------------------------------------- one owner
+
+
+def test_every_consumer_refuses_data_the_run_was_not_trained_on(tiny_run_copy, monkeypatch):
+    """evaluate, export's parity check and the serve gallery all go through run_dataset /
+    check_dataset: with the recorded test-image checksum changed (as if the folder now
+    held other images), each refuses, and metrics.json and model.onnx are not written."""
+    from fmnist.evaluation import evaluate_run
+    from fmnist.export import export_onnx
+    from fmnist.serve.app import Gallery
+
+    monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)
+    run = tiny_run_copy("other-data")
+    config = read_config(run)
+    config["dataset"]["sha256"]["test_images"] = "0" * 64
+    write_config(run, config)
+    metrics = (run / "metrics.json").read_bytes()
+    with pytest.raises(DataError, match="not the data this run was trained on"):
+        evaluate_run(run, device="cpu")
+    assert (run / "metrics.json").read_bytes() == metrics
+    with pytest.raises(DataError, match="not the data this run was trained on"):
+        export_onnx(run)
+    assert not (run / "model.onnx").exists()
+    sample = Gallery(True, run / "model.pt", tuple(config["dataset"]["classes"]),
+                     "fashion-mnist").sample(4)
+    assert sample["items"] == [] and "not the data" in sample["note"]
