@@ -362,13 +362,10 @@ def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
 
 
 def _run_config(model_file: Path) -> dict[str, Any]:
-    cfg = model_file.parent / "config.json"
-    if not cfg.is_file():
-        return {}
-    try:
-        return json.loads(cfg.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    """The config.json of the run holding ``model_file`` ({} for a model.pt on its own)."""
+    from .runs import read_config
+
+    return read_config(model_file.parent) if (model_file.parent / "config.json").is_file() else {}
 
 
 def _parity_dataset(meta: ModelMeta, config: dict[str, Any], data_dir: str | os.PathLike | None):
