@@ -73,6 +73,11 @@ def _std_zero(t: Path) -> None:
     _edit_model(t / "run", lambda p: {**p, "meta": {**p["meta"], "std": 0.0}})
 
 
+def _interrupted(t: Path) -> None:
+    path = t / "run" / "config.json"
+    path.write_text(path.read_text().replace('"status": "finished"', '"status": "interrupted"'))
+
+
 def _user_folder(t: Path) -> None:
     (t / "mine").mkdir()
     (t / "mine" / "notes.txt").write_text("my notes\n")
@@ -101,6 +106,7 @@ def _params(text: str) -> Callable[[Path], None]:
 
 PREPARE: dict[str, Callable[[Path], None]] = {
     "train-out-user-folder": _user_folder,
+    "train-out-holds-interrupted-run": _interrupted,
     "train-overwrite-user-folder": _user_folder,
     "train-overwrite-run-with-user-file": _user_file_in_run,
     "train-out-is-file": _a_file,
@@ -130,8 +136,10 @@ TRAIN = ["train", "--recipe", "baseline-small", "--epochs", "1", "--train-limit"
 
 CASES = [
     # --out: never into a folder that holds something, never a file, never unwritable
-    Case("train-out-holds-run", [*TRAIN, "--out", "{run}"], names="{run}",
-         fix=["--resume {run}", "--overwrite"]),
+    Case("train-out-holds-run", [*TRAIN, "--out", "{run}"], names=["{run}", "finished"],
+         fix="--overwrite"),
+    Case("train-out-holds-interrupted-run", [*TRAIN, "--out", "{run}"],
+         names=["{run}", "interrupted"], fix=["--resume {run}", "--overwrite"]),
     Case("train-out-user-folder", [*TRAIN, "--out", "{tmp}/mine"], names="notes.txt",
          fix="empty --out"),
     Case("train-overwrite-user-folder", [*TRAIN, "--out", "{tmp}/mine", "--overwrite"],
@@ -210,7 +218,7 @@ CASES = [
     Case("nproc-negative", [*TRAIN, "--nproc", "-3", "--out", "{tmp}/new"],
          names="--nproc -3", fix="drop --nproc"),
     Case("nproc-out-holds-run", [*TRAIN, "--nproc", "2", "--out", "{run}"], names="{run}",
-         fix="--resume"),
+         fix="--overwrite"),
     Case("runs-bad-column", ["runs", "{tmp}", "--sort", "speed"], names="speed",
          fix="test_acc"),
 ]

@@ -150,8 +150,8 @@ class RunLock:
         except BlockingIOError:
             os.close(fd)
             raise ConfigError(f"{run_dir} is in use: another fmnist process is training in "
-                              "it; wait for it to finish (or stop it and then resume with "
-                              f"--resume {run_dir}), or pick another --out.") from None
+                              "it; wait for it to finish, or stop it and then resume with "
+                              f"--resume {run_dir}.") from None
         for folder in (run_dir, run_dir / "checkpoints"):
             remove_temp_files(folder)
         return cls(run_dir, fd)
@@ -206,18 +206,26 @@ def check_out(out: str | Path, overwrite: bool = False) -> Path:
         return path
     is_run = (path / "config.json").is_file()
     if not overwrite:
-        more = f" and {len(entries) - 3} more" if len(entries) > 3 else ""
-        what = "an fmnist run" if is_run else ", ".join(entries[:3]) + more
-        resume = f"resume it with --resume {path}, " if is_run else ""
-        raise ConfigError(f"--out {path} is not empty: it holds {what}; {resume}pick a new "
-                          "or empty --out" + (", or add --overwrite to replace it."
-                                              if is_run else "."))
+        raise ConfigError(_not_empty(path, entries, is_run))
     foreign = [e for e in entries if e not in RUN_ENTRIES and not e.endswith(".tmp")]
     if not is_run or foreign:
         raise ConfigError(f"--out {path}: --overwrite replaces only an fmnist run, and this "
                           f"folder holds {', '.join(foreign or entries)[:200]} besides; "
                           "move those away or pick another --out.")
     return path
+
+
+def _not_empty(path: Path, entries: list[str], is_run: bool) -> str:
+    """Why ``--out path`` is refused, and what to do instead."""
+    if not is_run:
+        more = f" and {len(entries) - 3} more" if len(entries) > 3 else ""
+        return (f"--out {path} is not empty: it holds {', '.join(entries[:3])}{more}; pick "
+                "a new or empty --out.")
+    status = read_json_object(path / "config.json").get("status")
+    resume = ("" if status == "finished" or not (path / "checkpoints" / "last.pt").is_file()
+              else f"resume it with --resume {path}, ")
+    return (f"--out {path} is not empty: it holds a {status or 'started'} fmnist run; "
+            f"{resume}pick a new or empty --out, or add --overwrite to replace it.")
 
 
 def _clear_run(path: Path) -> None:
