@@ -432,3 +432,25 @@ def test_nproc_user_error_in_the_ranks_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert r.stderr.count("fmnist: error:") == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "r").exists()  # nothing written, no empty run folder left
+
+
+@pytest.mark.slow
+def test_two_trainings_into_one_out_one_wins_the_other_is_refused(learnable_csv_dir, tmp_path):
+    out = tmp_path / "same"
+    env = {**_own_data_only(), "OMP_NUM_THREADS": "1"}
+    procs = {seed: subprocess.Popen(
+        [sys.executable, "-m", "fmnist", "train", "--recipe", "baseline-small", "--epochs", "2",
+         "--train-limit", "600", "--seed", str(seed), "--data-dir", str(learnable_csv_dir),
+         "--out", str(out), "--no-report"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for seed in (1, 2)}
+    results = {seed: (p.wait(timeout=300), p.stderr.read()) for seed, p in procs.items()}
+    codes = sorted(code for code, _ in results.values())
+    assert codes == [0, 2], results
+    winner = next(seed for seed, (code, _) in results.items() if code == 0)
+    loser_err = next(err for code, err in results.values() if code == 2)
+    assert loser_err.count("fmnist: error:") == 1 and str(out) in loser_err
+    assert "in use" in loser_err or "not empty" in loser_err
+    # config.json, metrics.json and model.pt all come from the run that went on
+    assert read_config(out)["recipe"]["seed"] == winner
+    _, meta = load_model(out)
+    assert meta.metrics["test_acc"] == json.loads((out / "metrics.json").read_text())["accuracy"]
