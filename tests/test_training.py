@@ -216,6 +216,8 @@ def test_nan_loss_stops_with_epoch_and_step(learnable_dataset, tmp_path):
     with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch 1 step \d+"):
         train(data=learnable_dataset, out=tmp_path / "nan", model="baseline-small",
               optimizer="sgd", lr=1e12, epochs=1, precision="fp32")
+    config = read_config(tmp_path / "nan")  # not "running" forever: the run failed
+    assert config["status"] == "failed" and "loss became" in config["error"]
 
 
 def _cli(*args, **kw):
@@ -319,3 +321,136 @@ def test_overriding_the_model_drops_the_recipes_model_kwargs():
     assert r.model_kwargs == {}
     r = resolve_recipe("fast", model="resnet", model_kwargs={"depth": 8})
     assert r.model_kwargs == {"depth": 8}
+
+
+# --------------------------------------------------------------------------- best.pt / last.pt
+
+PLATEAU = [1.0, 0.5, 0.7, 0.8, 0.9, 1.0]  # best at epoch 2, early stop after epoch 4
+ES = {**QUICK, "epochs": 6, "ema_decay": None, "patience": 2}
+
+
+def test_crash_between_best_and_last_checkpoint_resumes_to_the_right_best(
+        learnable_dataset, tmp_path, monkeypatch):
+    ref = train(data=learnable_dataset, out=tmp_path / "ref", callbacks=[_Plateau(PLATEAU)],
+                **ES)
+    import fmnist.training as training
+
+    real_save = training.atomic_save
+    written: list[str] = []
+
+    def save_then_die(obj, path):  # the process dies right after best.pt of epoch 2
+        real_save(obj, path)
+        written.append(path.name)
+        if path.name == "best.pt" and obj["epoch"] == 3:
+            raise KeyboardInterrupt("killed between best.pt and last.pt")
+
+    monkeypatch.setattr(training, "atomic_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(data=learnable_dataset, out=tmp_path / "cut", callbacks=[_Plateau(PLATEAU)],
+              **ES)
+    monkeypatch.undo()
+    assert written[-2:] == ["last.pt", "best.pt"]  # best.pt first within an epoch
+    assert safe_load(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 2
+    resumed = train(data=learnable_dataset, resume=tmp_path / "cut",
+                    callbacks=[_Plateau(PLATEAU)])
+    assert resumed.meta.metrics["weights_epoch"] == ref.meta.metrics["weights_epoch"] == 2
+    best = safe_load(tmp_path / "cut" / "checkpoints" / "best.pt")
+    assert best["epoch"] == 3  # the checkpoint after epoch 2
+    a, b = _params(ref.model), _params(resumed.model)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+class _StaleBest(_Plateau):
+    """Puts epoch 1's best.pt back after epoch 3, as a crash of an fmnist that wrote
+    last.pt before best.pt would have left it."""
+
+    def on_epoch_end(self, state):
+        super().on_epoch_end(state)
+        ckpt = state.run_dir / "checkpoints"
+        if state.epoch == 2:  # best.pt still holds epoch 1 here
+            (ckpt / "epoch1.pt").write_bytes((ckpt / "best.pt").read_bytes())
+        if state.epoch == 3:
+            (ckpt / "best.pt").write_bytes((ckpt / "epoch1.pt").read_bytes())
+
+
+def test_best_checkpoint_of_the_wrong_epoch_is_not_restored(learnable_dataset, tmp_path,
+                                                            caplog):
+    stale = _StaleBest(PLATEAU)
+    with caplog.at_level("WARNING", logger="fmnist"):
+        run = train(data=learnable_dataset, out=tmp_path / "es", callbacks=[stale], **ES)
+    assert len(run.history) == 4
+    assert run.meta.metrics["weights_epoch"] == 4  # what the model holds, not "2"
+    assert "holds the weights of epoch 1, not of the best epoch 2" in caplog.text
+    final = run.model.state_dict()
+    for k, v in stale.weights[4].items():
+        torch.testing.assert_close(final[k], v, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------- --nproc
+
+
+def _ddp_args(data_dir, *extra):
+    return ["train", "--nproc", "2", "--recipe", "baseline-small", "--train-limit", "600",
+            "--data-dir", str(data_dir), "--no-report", *extra]
+
+
+def _own_data_only():
+    """This environment without FMNIST_DATA_DIR: only the data a test names is found."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("FMNIST_")}
+
+
+@pytest.mark.slow
+def test_nproc_ctrl_c_exits_130_with_one_message(learnable_csv_dir, tmp_path):
+    run_dir = tmp_path / "ddp"
+    env = {**_own_data_only(), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fmnist", *_ddp_args(learnable_csv_dir, "--epochs", "50",
+                                                     "--out", str(run_dir))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True)  # a terminal's Ctrl-C reaches the whole process group
+    deadline = time.monotonic() + 120
+    while not (run_dir / "history.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # leave no rank behind
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.count(f"Resume with: fmnist train --resume {run_dir}") == 1, err[-2000:]
+    assert err.count("SIGINT received") == 1 and "Traceback" not in err
+    assert read_config(run_dir)["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_nproc_user_error_in_the_ranks_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "home").mkdir()
+    r = _cli(*_ddp_args(tmp_path / "no-data", "--offline", "--out", tmp_path / "r"),
+             timeout=120, cwd=tmp_path, env={**_own_data_only(), "HOME": str(tmp_path / "home")})
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.count("fmnist: error:") == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "r").exists()  # nothing written, no empty run folder left
+
+
+@pytest.mark.slow
+def test_two_trainings_into_one_out_one_wins_the_other_is_refused(learnable_csv_dir, tmp_path):
+    out = tmp_path / "same"
+    env = {**_own_data_only(), "OMP_NUM_THREADS": "1"}
+    procs = {seed: subprocess.Popen(
+        [sys.executable, "-m", "fmnist", "train", "--recipe", "baseline-small", "--epochs", "2",
+         "--train-limit", "600", "--seed", str(seed), "--data-dir", str(learnable_csv_dir),
+         "--out", str(out), "--no-report"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for seed in (1, 2)}
+    results = {seed: (p.wait(timeout=300), p.stderr.read()) for seed, p in procs.items()}
+    codes = sorted(code for code, _ in results.values())
+    assert codes == [0, 2], results
+    winner = next(seed for seed, (code, _) in results.items() if code == 0)
+    loser_err = next(err for code, err in results.values() if code == 2)
+    assert loser_err.count("fmnist: error:") == 1 and str(out) in loser_err
+    assert "in use" in loser_err or "not empty" in loser_err
+    # config.json, metrics.json and model.pt all come from the run that went on
+    assert read_config(out)["recipe"]["seed"] == winner
+    _, meta = load_model(out)
+    assert meta.metrics["test_acc"] == json.loads((out / "metrics.json").read_text())["accuracy"]

@@ -10,6 +10,7 @@ the final name and the previous version stays loadable.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -27,12 +28,38 @@ MODEL_FORMAT = "fmnist-model"
 MODEL_FORMAT_VERSION = 1
 
 
+def _umask() -> int:
+    """The process umask (read from /proc where possible: setting it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def remove_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` leaves in ``folder`` when its process
+    is killed mid-write. Call it only while no other process writes there (the run lock)."""
+    folder = Path(folder)
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Write a file through ``write(fileobj)`` so it appears complete or not at all."""
+    """Write a file through ``write(fileobj)`` so it appears complete or not at all, with
+    the mode an ordinary ``open`` gives (0666 minus the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -140,7 +167,37 @@ def read_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], M
             f"{path}: written by a newer fmnist (format {payload['format_version']}); "
             "upgrade fmnist."
         )
-    return payload["state_dict"], ModelMeta.from_dict(payload["meta"])
+    return _checked_state(path, payload), _checked_meta(path, payload)
+
+
+def _checked_state(path: str | os.PathLike, payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise ModelFileError(f"{path}: fmnist model file without weights (no state_dict of "
+                             "tensors); use the model.pt a finished run wrote.")
+    return state
+
+
+def _checked_meta(path: str | os.PathLike, payload: dict[str, Any]) -> ModelMeta:
+    """The metadata, refused unless it can rebuild and feed the model: an architecture,
+    class names, and a finite mean with a finite std > 0."""
+    raw = payload.get("meta")
+    fix = "use the model.pt a finished run wrote, or train the run again."
+    if not isinstance(raw, dict) or not raw.get("arch"):
+        raise ModelFileError(f"{path}: fmnist model file without metadata (architecture, "
+                             f"classes, normalization); {fix}")
+    try:
+        meta = ModelMeta.from_dict(raw)
+        mean, std = float(meta.mean), float(meta.std)
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"{path}: unusable model metadata ({e}); {fix}") from None
+    if not meta.classes or not isinstance(meta.arch_kwargs, dict):
+        raise ModelFileError(f"{path}: model metadata lists no classes; {fix}")
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ModelFileError(f"{path}: model metadata has normalization mean {meta.mean} "
+                             f"std {meta.std}, but std must be a finite number > 0; {fix}")
+    return meta
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:
@@ -167,7 +224,12 @@ def load_model(
 
     file = resolve_model_path(path)
     state, meta = read_model_file(file)
-    model = create_model(meta.arch, num_classes=len(meta.classes), **meta.arch_kwargs)
+    try:
+        model = create_model(meta.arch, num_classes=len(meta.classes), **meta.arch_kwargs)
+    except TypeError as e:
+        raise ModelFileError(f"{file}: its metadata does not build architecture "
+                             f"{meta.arch!r} ({e}); use the model.pt a finished run "
+                             "wrote.") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

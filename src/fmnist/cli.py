@@ -81,7 +81,9 @@ def _parsers_training(sub) -> None:
                         description="Train a recipe. Every recipe field can be overridden by "
                         "the flag of the same name; the resolved recipe goes to config.json.")
     tr.add_argument("--recipe", default="fast", help="named recipe (see `fmnist recipes`)")
-    tr.add_argument("--out", help="run folder (default runs/<recipe>-<timestamp>)")
+    tr.add_argument("--out", help="run folder, new or empty (default runs/<recipe>-<timestamp>)")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="let --out replace an earlier run (never a folder holding other files)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     tr.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     tr.add_argument("--data-dir", help="folder with the dataset files")
@@ -102,7 +104,9 @@ def _parsers_evaluation(sub) -> None:
     ev = sub.add_parser("evaluate", help="evaluate a run's model; write metrics.json",
                         description="Evaluate a run folder's model on the test split (or the "
                         "validation split training held out) and write metrics.json "
-                        "(metrics-val.json for --split val).")
+                        "(metrics-val.json for --split val). Only the data the run was "
+                        "trained on is accepted (checked by checksum): a --data-dir holding "
+                        "other data is refused, so metrics.json is always the run's own.")
     ev.add_argument("run", metavar="RUN", help="run folder written by `fmnist train`")
     ev.add_argument("--split", choices=("test", "val"), default="test")
     ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
@@ -355,10 +359,9 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainingInterrupted, train
 
-    if args.nproc is not None and args.nproc > 1:
-        from .distributed import launch
-
-        return launch(args.nproc, _without_option(args.argv, "--nproc"))
+    if args.nproc is not None and args.nproc < 1:
+        raise FmnistError(f"--nproc {args.nproc}: the number of processes must be at least "
+                          "1; drop --nproc to train in one process.")
     overrides = _recipe_overrides(args)
     callbacks: list = []
     if args.params:
@@ -369,18 +372,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise FmnistError(f"--params {args.params} was tuned for recipe {tuned_for!r}, "
                               f"not {args.recipe!r}; add --recipe {tuned_for}.")
         overrides = {**params, **overrides}
+    if args.nproc is not None and args.nproc > 1:
+        from .distributed import launch
+
+        _check_train_args(args, overrides)  # one clear line now, not one per process later
+        return launch(args.nproc, _without_option(args.argv, "--nproc"))
     if args.tensorboard is not None:
         from .tensorboard import TensorBoardLogger
 
         callbacks.append(TensorBoardLogger(args.tensorboard or None))
     try:
         run = train(None if args.resume else args.recipe, out=args.out, data_dir=args.data_dir,
-                    device=args.device, resume=args.resume, offline=args.offline,
-                    report=not args.no_report, callbacks=callbacks, **overrides)
+                    device=args.device, resume=args.resume, overwrite=args.overwrite,
+                    offline=args.offline, report=not args.no_report, callbacks=callbacks,
+                    **overrides)
     except TrainingInterrupted as e:
-        print(f"fmnist: {e}", file=sys.stderr)
+        if _is_main_process():
+            print(f"fmnist: {e}", file=sys.stderr)
         return 130
-    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+    if not _is_main_process():  # under torchrun only rank 0 reports
         return 0
     acc = run.test_accuracy
     where = f"run folder: {run.dir}"
@@ -390,6 +400,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         out.print(f"test accuracy {acc:.2%} ({run.recipe.name}, {len(run.history)} epochs, "
                   f"{run.meta.metrics['train_seconds']:.0f} s training); {where}")
     return 0
+
+
+def _is_main_process() -> bool:
+    """False in the ranks > 0 of a torchrun job: they stay quiet, rank 0 speaks."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _check_train_args(args: argparse.Namespace, overrides: dict) -> None:
+    """What `train` would refuse, checked before launching processes."""
+    from .recipes import resolve_recipe
+    from .runs import check_out, is_locked
+    from .training import check_resume
+
+    if args.resume:
+        check_resume(args.resume, overrides)
+        if is_locked(args.resume):
+            raise FmnistError(f"{args.resume} is in use: another fmnist process is training "
+                              "in it; wait for it to finish.")
+    else:
+        resolve_recipe(args.recipe, **overrides)
+        if args.out:
+            check_out(args.out, args.overwrite)
 
 
 @command("evaluate")
@@ -707,7 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[key](args)
     except FmnistError as e:
-        print(f"fmnist: error: {e}", file=sys.stderr)
+        if _is_main_process():
+            print(f"fmnist: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)

@@ -113,22 +113,49 @@ def setup(device: torch.device) -> tuple[DistContext, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         owns = True
-    if rank != 0:
-        logging.getLogger("fmnist").setLevel(logging.WARNING)
+    if rank != 0:  # rank 0 speaks for the job; the others report only errors
+        logging.getLogger("fmnist").setLevel(logging.ERROR)
         os.environ["FMNIST_NO_PROGRESS"] = "1"
     return DistContext(rank, world, local, owns), device
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:
-    """Run ``fmnist <argv>`` in ``nproc`` local processes through torchrun's API."""
+    """Run ``fmnist <argv>`` in ``nproc`` local processes through torchrun's API.
+
+    Returns the job's exit code as one process would: 130 when interrupted (Ctrl-C saves
+    a resumable checkpoint), 2 when the ranks stopped on a user error (rank 0 printed it),
+    1 for anything else. torchrun's own log lines are kept to errors it alone can tell."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     args = get_args_parser().parse_args(
         ["--standalone", f"--nproc-per-node={nproc}", "-m", "fmnist", *argv]
     )
+    quiet = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+             if n.startswith("torch.distributed")]  # each sets its own level
+    levels = [lg.level for lg in quiet]
+    for lg in quiet:
+        lg.setLevel(logging.CRITICAL)
     try:
         run(args)
-    except Exception as e:  # ChildFailedError: the ranks' errors were already printed
+    except (SignalException, KeyboardInterrupt):
+        return 130
+    except ChildFailedError as e:
+        return exit_code([f.exitcode for f in e.failures.values()])
+    except Exception as e:  # the rendezvous or the agent itself failed
         log.error("distributed run failed: %s", str(e).splitlines()[0] if str(e) else e)
         return 1
+    finally:
+        for lg, level in zip(quiet, levels, strict=True):
+            lg.setLevel(level)
     return 0
+
+
+def exit_code(codes: Sequence[int]) -> int:
+    """One exit code for a job from its failed ranks' codes: 2 if a rank stopped on a user
+    error (torchrun then stops the others), else 130 if one was interrupted (or killed by
+    SIGINT/SIGTERM), else 1."""
+    if 2 in codes:
+        return 2
+    return 130 if any(c in (130, -2, -15) for c in codes) else 1

@@ -184,13 +184,13 @@ def load_run(
     offline: bool = False,
     dataset: Any = None,
 ) -> LoadedRun:
-    """Load a run's model and its dataset (``dataset`` given, else ``data_dir``, else the
-    folder recorded in config.json, else the usual search)."""
+    """Load a run's model and the dataset it was trained on (``dataset`` given, else
+    ``data_dir``, else the folder recorded in config.json, else the usual search); data
+    other than the run's is refused (:func:`fmnist.runs.run_dataset`)."""
     from .checkpoints import load_model
-    from .datasets import list_datasets, load_dataset
     from .devices import select_device, use_bf16
     from .recipes import Recipe
-    from .training import read_config
+    from .runs import read_config, run_dataset
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -203,15 +203,7 @@ def load_run(
         raise ConfigError(f"{run_dir}/config.json has no usable recipe ({e}).") from None
     dev = select_device(device)
     model, meta = load_model(run_dir, dev)
-    if dataset is None:
-        recorded = config.get("dataset") or {}
-        name = recorded.get("name", recipe.dataset)
-        name = name if name in list_datasets() else recipe.dataset
-        folder = data_dir or config.get("data_dir")
-        source = recorded.get("source")
-        if folder is None and source and Path(source).is_dir():
-            folder = source
-        dataset = load_dataset(name, folder, offline=offline)
+    dataset = run_dataset(run_dir, config, data_dir=data_dir, offline=offline, data=dataset)
     if len(dataset.classes) != len(meta.classes):
         raise ConfigError(
             f"{run_dir}: the model has {len(meta.classes)} classes but dataset "
@@ -240,7 +232,9 @@ def evaluate_run(
     """Evaluate a run folder's model on its test (or validation) split.
 
     Writes ``metrics.json`` (``metrics-val.json`` for ``split="val"``) into the run
-    unless ``write=False``, and returns the same dict (see :func:`evaluate_model`)."""
+    unless ``write=False``, and returns the same dict (see :func:`evaluate_model`). A
+    ``data_dir`` holding other data than the run was trained on is refused, so the run's
+    metrics are always those of its own test split."""
     from .checkpoints import atomic_write_json
 
     if split not in SPLITS:

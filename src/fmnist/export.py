@@ -364,18 +364,16 @@ def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
 
 
 def _run_config(model_file: Path) -> dict[str, Any]:
-    cfg = model_file.parent / "config.json"
-    if not cfg.is_file():
-        return {}
-    try:
-        return json.loads(cfg.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    """The config.json of the run holding ``model_file`` ({} for a model.pt on its own)."""
+    from .runs import read_config
+
+    return read_config(model_file.parent) if (model_file.parent / "config.json").is_file() else {}
 
 
 def _parity_dataset(meta: ModelMeta, config: dict[str, Any], data_dir: str | os.PathLike | None):
     """The run's dataset: ``data_dir``, else where the run found it, else the usual places."""
     from .datasets import list_datasets, load_dataset
+    from .runs import check_dataset
 
     ds_cfg = config.get("dataset") or {}
     name = ds_cfg.get("name") or meta.dataset
@@ -397,6 +395,12 @@ def _parity_dataset(meta: ModelMeta, config: dict[str, Any], data_dir: str | os.
             continue
         if tuple(ds.classes) != tuple(meta.classes):
             tried.append(f"{place}: classes {list(ds.classes)} differ from the model's")
+            continue
+        try:
+            if config:  # a model inside a run folder: only the run's own data will do
+                check_dataset("the run", config, ds)
+        except FmnistError as e:
+            tried.append(f"{place or 'default locations'} ({e})")
             continue
         return ds
     raise DataError(

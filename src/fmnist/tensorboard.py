@@ -153,13 +153,13 @@ class TensorBoardLogger:
             self.classes = tuple(str(i) for i in range(int(self.labels.max()) + 1))
 
     def _images_from_dataset(self, state: EpochState, config: dict[str, Any]) -> None:
-        from .datasets import load_dataset
+        from .runs import run_dataset
         from .training import prepare_data
 
         ds = self.dataset
         if ds is None:
             # the files training just read are there: never download here
-            ds = load_dataset(state.recipe.dataset, config.get("data_dir"), offline=True)
+            ds = run_dataset(state.run_dir, config, offline=True)
         if not self.classes:
             self.classes = tuple(ds.classes)
         train, val, _ = prepare_data(state.recipe, ds)
@@ -214,11 +214,9 @@ class TensorBoardLogger:
 
 
 def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "config.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    from .runs import read_json_object
+
+    return read_json_object(Path(run_dir) / "config.json")
 
 
 __all__ = ["TensorBoardLogger", "SCALARS", "figure_to_array"]

@@ -14,11 +14,8 @@ run ends with the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
-import json
 import logging
 import math
 import signal
@@ -40,7 +37,6 @@ from .checkpoints import (
     ModelMeta,
     atomic_save,
     atomic_write_json,
-    atomic_write_text,
     safe_load,
     save_model,
 )
@@ -53,11 +49,20 @@ from .evaluation import metrics_from_probs, normalize_batch, predict_probs
 from .models import count_params, create_model
 from .progress import Progress
 from .recipes import Recipe, resolve_recipe
+from .runs import (
+    HISTORY_FIELDS,  # noqa: F401  (re-exported: fmnist.training.HISTORY_FIELDS)
+    RunLock,
+    create_run,
+    dataset_checksums,
+    read_config,
+    read_history,  # noqa: F401  (re-exported: fmnist.training.read_history)
+    run_dataset,
+    set_status,
+    write_config,
+    write_history,
+)
 
 log = logging.getLogger("fmnist")
-
-HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds",
-                  "eval_seconds")
 
 
 class TrainingInterrupted(Exception):
@@ -267,60 +272,6 @@ class Run:
         return self.test_metrics.get("accuracy")
 
 
-def new_run_dir(out: str | Path | None, recipe_name: str, root: str | Path = "runs") -> Path:
-    """``out`` as given, else ``runs/<recipe>-<timestamp>`` (made unique)."""
-    if out is not None:
-        path = Path(out)
-        if (path / "checkpoints" / "last.pt").exists():
-            raise ConfigError(
-                f"{path} already holds a run. Resume it with --resume {path}, or pick "
-                "another --out."
-            )
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{recipe_name}-{stamp}"
-    path, i = base, 1
-    while path.exists():
-        i += 1
-        path = base.with_name(f"{base.name}-{i}")
-    path.mkdir(parents=True)
-    return path
-
-
-def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    """history.csv: the standard columns, then any a callback added, in first-seen order."""
-    fields = list(HISTORY_FIELDS)
-    for row in history:
-        fields += [k for k in row if k not in fields]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields)
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
-    atomic_write_text(run_dir / "history.csv", buf.getvalue())
-
-
-def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of ``history.csv`` with numbers parsed (empty cells -> None)."""
-    path = Path(run_dir) / "history.csv"
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            rows.append({k: (None if v == "" else (int(v) if k == "epoch" else float(v)))
-                         for k, v in row.items()})
-    return rows
-
-
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: no config.json; not an fmnist run folder.")
-    return json.loads(path.read_text())
-
-
 # --------------------------------------------------------------------------- callbacks
 
 
@@ -378,6 +329,7 @@ def train(
     data_dir: str | Path | None = None,
     device: str | torch.device = "auto",
     resume: str | Path | None = None,
+    overwrite: bool = False,
     offline: bool = False,
     callbacks: Sequence[Callback] = (),
     evaluate_test: bool = True,
@@ -393,36 +345,48 @@ def train(
     change the dataset's labels (flips of digits) are left out unless ``augment`` is given
     explicitly (see :func:`fit_augment`). ``resume=RUN_DIR`` continues an interrupted run
     from ``checkpoints/last.pt`` with the recipe stored in its ``config.json`` (overrides
-    are not allowed then).
+    are not allowed then), on the data it was trained on only. ``out`` must be a new or
+    empty folder (``overwrite=True``: or an earlier run, which is replaced); the folder is
+    locked while this process trains in it.
     """
-    checkpoint: dict[str, Any] | None = None
+    previous: dict[str, Any] | None = None  # the resumed run's config.json
     if resume is not None:
-        if not (Path(resume) / "checkpoints" / "last.pt").is_file():
-            raise ConfigError(f"{resume}: no checkpoints/last.pt to resume from.")
-        if overrides:
-            raise ConfigError("--resume continues the stored recipe; drop the other options "
-                              f"({', '.join(sorted(overrides))}).")
-        run_dir = Path(resume)
-        config = read_config(run_dir)
-        recipe = Recipe.from_dict(config["recipe"]).validate()
-        checkpoint = safe_load(run_dir / "checkpoints" / "last.pt")
-        data_dir = data_dir or config.get("data_dir")
+        run_dir, previous, recipe = check_resume(resume, overrides)
     else:
         recipe = resolve_recipe(recipe, **overrides)
     assert isinstance(recipe, Recipe)
     ctx, dev = setup_distributed(select_device(device))
+    lock: RunLock | None = None
+    started: dict[str, bool] = {}  # set once config.json says "running"
     try:
-        ds = data or load_dataset(recipe.dataset, data_dir, offline=offline)
         augmentation = None
-        if resume is None:  # the stored recipe of a resumed run is already fitted
+        if previous is not None:  # refuses data other than the run's
+            ds = run_dataset(run_dir, previous, data_dir=data_dir, offline=offline,
+                             data=data)
+            data_dir = data_dir or previous.get("data_dir")
+        else:  # the data first: a bad data folder leaves no run folder behind
+            ds = data or load_dataset(recipe.dataset, data_dir, offline=offline)
             recipe, augmentation = fit_augment(recipe, ds, explicit=set(overrides))
-            # rank 0 names (and creates) the folder; the others follow
-            run_dir = Path(ctx.broadcast(str(new_run_dir(out, recipe.name))
-                                         if ctx.is_main else None))
+        if ctx.is_main:  # rank 0 creates (or opens) and locks the folder; the others follow
+            if previous is None:
+                run_dir, lock = create_run(out, recipe.name, overwrite=overwrite)
+            else:
+                lock = RunLock.acquire(run_dir)
+        run_dir = Path(ctx.broadcast(str(run_dir) if ctx.is_main else None))
+        checkpoint = (safe_load(run_dir / "checkpoints" / "last.pt")
+                      if previous is not None else None)
         return _train(recipe, run_dir, checkpoint, ctx, dev, data_dir=data_dir,
                       callbacks=callbacks, evaluate_test=evaluate_test, report=report,
-                      ds=ds, augmentation=augmentation)
+                      ds=ds, augmentation=augmentation, previous=previous, started=started)
+    except Exception as e:
+        if started and ctx.is_main and not isinstance(e, TrainingInterrupted):
+            set_status(run_dir, "failed", error=(str(e).splitlines() or [type(e).__name__])[0])
+        elif lock is not None and not started:
+            lock.discard()  # nothing written: leave no empty run folder behind
+        raise
     finally:
+        if lock is not None:
+            lock.release()
         ctx.close()
 
 
@@ -466,6 +430,26 @@ def fit_augment(recipe: Recipe, ds: Dataset, *, explicit: set[str] = frozenset()
     return fitted, record
 
 
+def check_resume(resume: str | Path, overrides: dict[str, Any]
+                  ) -> tuple[Path, dict[str, Any], Recipe]:
+    """(run folder, its config, its recipe) of a ``--resume``, checked before anything
+    is written."""
+    run_dir = Path(resume)
+    if not (run_dir / "checkpoints" / "last.pt").is_file():
+        raise ConfigError(f"{resume}: no checkpoints/last.pt to resume from; pass a run folder "
+                          "that `fmnist train` interrupted (see `fmnist runs`).")
+    if overrides:
+        raise ConfigError("--resume continues the stored recipe; drop the other options "
+                          f"({', '.join(sorted(overrides))}).")
+    config = read_config(run_dir)
+    try:
+        recipe = Recipe.from_dict(config["recipe"]).validate()
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{run_dir}/config.json: unusable recipe ({e}); restore the file "
+                          "or train the run again.") from None
+    return run_dir, config, recipe
+
+
 def _train(
     recipe: Recipe,
     run_dir: Path,
@@ -479,6 +463,8 @@ def _train(
     report: bool,
     ds: Dataset,
     augmentation: dict[str, Any] | None,
+    previous: dict[str, Any] | None,
+    started: dict[str, bool],
 ) -> Run:
     bf16 = use_bf16(dev, recipe.precision)
     torch.manual_seed(recipe.seed)
@@ -534,12 +520,12 @@ def _train(
         "recipe": recipe.to_dict(),
         "environment": env,
         "precision": "bf16" if bf16 else "fp32",
-        "data_dir": str(data_dir) if data_dir is not None else None,
+        "data_dir": str(Path(data_dir).absolute()) if data_dir is not None else None,
         "dataset": {
-            "name": ds.name, "source": str(ds.source), "format": ds.format,
+            "name": ds.name, "source": str(Path(ds.source).absolute()), "format": ds.format,
             "verified": ds.verified, "classes": list(ds.classes), "mean": mean, "std": std,
             "train": len(train_split), "val": len(val_split) if val_split else 0,
-            "test": len(test_split),
+            "test": len(test_split), "sha256": dataset_checksums(ds),
         },
         "augmentation": augmentation,
         "params": count_params(model),
@@ -558,13 +544,13 @@ def _train(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": "running",
     }
-    if checkpoint is not None:
-        old = read_config(run_dir)
-        config["created"] = old.get("created", config["created"])
-        config["augmentation"] = old.get("augmentation")
+    if previous is not None:
+        config["created"] = previous.get("created", config["created"])
+        config["augmentation"] = previous.get("augmentation")
     ctx.barrier()  # every rank has read what it needs of the old config and checkpoint
     if ctx.is_main:
-        atomic_write_json(run_dir / "config.json", config)
+        write_config(run_dir, config)
+        started["config"] = True
 
     x_all = torch.from_numpy(train_split.images).to(dev)  # (N, 28, 28) uint8
     y_all = torch.from_numpy(train_split.labels).to(dev)
@@ -641,7 +627,7 @@ def _train(
                         if ctx.is_main:  # (other ranks' generator states are not kept)
                             atomic_save(checkpoint_state(epoch, step + 1, gen, meters),
                                         ckpt_dir / "last.pt")
-                            _set_status(run_dir, "interrupted")
+                            set_status(run_dir, "interrupted")
                         ctx.barrier()
                         raise TrainingInterrupted(run_dir, epoch, step + 1)
             train_seconds = meters["seconds"] + time.perf_counter() - t0
@@ -683,9 +669,9 @@ def _train(
 
             if ctx.is_main:
                 state = checkpoint_state(epoch + 1, 0, None, None)
+                if stopper.improved():  # best.pt first: a crash between the two writes
+                    atomic_save(state, ckpt_dir / "best.pt")  # reruns this epoch on resume
                 atomic_save(state, ckpt_dir / "last.pt")
-                if stopper.improved():
-                    atomic_save(state, ckpt_dir / "best.pt")
                 write_history(run_dir, history)
             ctx.barrier()
             if should:
@@ -694,7 +680,7 @@ def _train(
                 break
             if ctx.any(bool(interrupt["signal"])):
                 if ctx.is_main:
-                    _set_status(run_dir, "interrupted")
+                    set_status(run_dir, "interrupted")
                 raise TrainingInterrupted(run_dir, epoch + 1, 0)
 
     weights_epoch = _restore_best(recipe, stopper, model, ema, ckpt_dir)
@@ -731,7 +717,7 @@ def _train(
         if ctx.enabled:
             extra["distributed"] = {**read_config(run_dir)["distributed"],
                                     "params_identical_across_ranks": identical}
-        _set_status(run_dir, "finished", **extra)
+        set_status(run_dir, "finished", **extra)
         if report:
             from .report import write_report
 
@@ -766,20 +752,20 @@ def _restore_best(recipe: Recipe, stopper: EarlyStopping, model: nn.Module, ema:
     best_epoch = values.index(pick(values)) + 1 if values else 0
     if recipe.patience is None or not recipe.restore_best or best_epoch == len(values):
         return len(values)
-    best = safe_load(ckpt_dir / "best.pt")
+    path = ckpt_dir / "best.pt"
+    best = safe_load(path) if path.is_file() else {}
+    saved_epoch = int(best.get("epoch", 0)) - 1  # a checkpoint names the epoch to run next
+    if saved_epoch != best_epoch:  # e.g. written by an fmnist that saved last.pt first
+        log.warning("%s holds the weights of epoch %s, not of the best epoch %d: kept the "
+                    "weights of the last epoch, %d", path, saved_epoch if best else "none",
+                    best_epoch, len(values))
+        return len(values)
     model.load_state_dict(best["model"])
     if ema is not None and best.get("ema") is not None:
         ema.load_state_dict(best["ema"])
     log.info("restored the weights of epoch %d (best %s %.4f)", best_epoch, stopper.monitor,
              pick(values))
     return best_epoch
-
-
-def _set_status(run_dir: Path, status: str, **extra: Any) -> None:
-    config = read_config(run_dir)
-    config["status"] = status
-    config.update({k: v for k, v in extra.items()})
-    atomic_write_json(run_dir / "config.json", config)
 
 
 def _log_epoch(row: dict[str, Any], epochs: int) -> None:

@@ -234,12 +234,14 @@ def read_params(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"--params {path}: no such file.") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"--params {path}: not a readable JSON file ({e}).") from None
+        raise ConfigError(f"--params {path}: no such file; pass the best.json `fmnist tune` "
+                          "wrote, or a JSON object of recipe fields.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"--params {path}: not a readable JSON file ({e}); pass a JSON "
+                          'object of recipe fields, e.g. {"lr": 0.01}.') from None
     if not isinstance(data, dict):
         raise ConfigError(f"--params {path}: expected a JSON object of recipe fields, "
-                          f"got {type(data).__name__}.")
+                          f'got {type(data).__name__}; write e.g. {{"lr": 0.01}}.')
     recipe = None
     if isinstance(data.get("params"), dict):  # best.json from `fmnist tune`
         recipe = data.get("recipe")
@@ -249,7 +251,33 @@ def read_params(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     if unknown:
         raise ConfigError(f"--params {path}: unknown recipe field(s) {', '.join(unknown)}; "
                           f"valid: {', '.join(sorted(types))}.")
+    for k, v in data.items():
+        _check_param_type(path, k, v, types[k])
     return recipe, {k: _coerce(k, v) for k, v in data.items()}
+
+
+_PARAM_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool,), "true or false"),
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "str": ((str,), "a string"),
+    "tuple": ((str, list), 'a list of strings or "a,b"'),
+    "dict": ((dict,), "an object"),
+}
+
+
+def _check_param_type(path: Path, name: str, value: Any, annotation: str) -> None:
+    """Refuse a --params value of the wrong JSON type for its Recipe field."""
+    kind = annotation.split("[")[0].split(" ")[0]
+    allowed, expected = _PARAM_TYPES.get(kind, ((object,), ""))
+    if value is None and "None" in annotation:
+        return
+    ok = isinstance(value, allowed) and (kind == "bool" or not isinstance(value, bool))
+    if kind == "tuple" and isinstance(value, list):
+        ok = all(isinstance(x, str) for x in value)
+    if not ok:
+        raise ConfigError(f"--params {path}: {name}={json.dumps(value)} is not {expected} "
+                          f"(recipe field {name}: {annotation}); fix the value in the file.")
 
 
 # --------------------------------------------------------------------------- the search

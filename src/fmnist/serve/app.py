@@ -244,6 +244,7 @@ class Gallery:
 
     def _find(self):
         from ..datasets import Dataset, list_datasets, load_dataset
+        from ..runs import check_dataset
 
         if isinstance(self._source, Dataset):
             return self._source
@@ -263,7 +264,10 @@ class Gallery:
         error: FmnistError | None = None
         for folder in folders:
             try:
-                return load_dataset(name, folder, offline=True, verify=False)
+                ds = load_dataset(name, folder, offline=True, verify=False)
+                if config:  # only the run's own data, with its true labels
+                    check_dataset(run, config, ds)
+                return ds
             except FmnistError as e:
                 error = error or e
         assert error is not None
