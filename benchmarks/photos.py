@@ -14,10 +14,10 @@ else ``../shared/photos`` next to the repository. Both sets are for measuring on
 - ``web-dev``: ``web-dev/`` with ``labels.csv`` (157 photos, easy/hard).
 
 Writes ``benchmarks/results/photos-real-<device>.json`` (top-1 per set, class and
-difficulty, confusion matrices, ms/image of preprocessing) and, for the first model and
-variant, ``benchmarks/results/photos-real-mistakes.png``: the most confident mistakes on
-validation/ with their preprocessing steps. web-dev images are never written into the repo;
-``--scratch DIR`` writes a web-dev mistakes sheet there for a look.
+difficulty, confusion matrices, ms/image of preprocessing) and, for the first model and the
+default variant (else the first), ``benchmarks/results/photos-real-mistakes.png``: the most
+confident mistakes on validation/ with their preprocessing steps. web-dev images are never
+written into the repo; ``--scratch DIR`` writes a web-dev mistakes sheet there for a look.
 """
 
 from __future__ import annotations
@@ -36,7 +36,12 @@ from _common import RESULTS, select_device, write_result
 
 from fmnist.errors import FmnistError, ImageError
 from fmnist.inference import Predictor
-from fmnist.preprocess import PreprocessOptions, preprocess, steps_figure_array
+from fmnist.preprocess import (
+    DEFAULT_OPTIONS,
+    PreprocessOptions,
+    preprocess,
+    steps_figure_array,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = ("validation", "web-dev")
@@ -179,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"photos.py: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    first_model, (first, probs_by) = next(iter(predictors)), variants[0]
-    options = PreprocessOptions.from_spec(first["variant"])
+    first_model = next(iter(predictors))
+    shown, probs_by = next((v for v in variants if v[0]["variant"] == DEFAULT_OPTIONS.spec),
+                           variants[0])
+    options = PreprocessOptions.from_spec(shown["variant"])
     classes = predictors[first_model].classes
     for set_name, photos in sets.items():
         probs = probs_by[(first_model, set_name)]
@@ -194,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                "models": {m: {"recipe": pr.meta.get("recipe"),
                               "test_accuracy": pr.meta.get("metrics", {}).get("test_acc")}
                           for m, pr in predictors.items()},
+               "default_variant": DEFAULT_OPTIONS.spec,
                "variants": [v for v, _ in variants]}
     path = write_result("photos-real", select_device("cpu"), payload, folder=out)
     print(f"wrote {path}")

@@ -1,6 +1,6 @@
-"""How models do on photograph-like images: fmnist's preprocessing against naive resizing.
+"""How models do on SYNTHETIC photo-like images: fmnist.preprocess against naive resizing.
 
-    python benchmarks/photos_synthetic.py --models runs/demo[,runs/other] [--per-class 100] [--seed 0]
+    python benchmarks/photos_synthetic.py --models runs/demo[,runs/other] [--per-class 100]
 
 Each photo is made from a test image the way a phone picture of a garment differs from
 the dataset: dark item on a light, tinted background (inverted), 5-20x larger, off-centre,

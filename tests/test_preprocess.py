@@ -436,17 +436,21 @@ def test_colour_finds_an_item_as_light_as_its_background():
     # a blue T-shirt on a red floor: the same luma (about 90), very different colours
     img = compose(np.array([200, 40, 40]), [(scene_tee(), (20, 110, 180))])
     with pytest.raises(ImageError, match="no item stands out"):
-        preprocess(img)
+        run_steps(img, "current")
     pre = run_steps(img, "colour")
     assert iou(item_mask(pre), scene_tee() > 0.5) > 0.95
     check_dataset_like(pre.image)
+    assert np.array_equal(preprocess(img).image, pre.image)  # colour is on by default
 
 
 def test_colour_separates_a_green_item_from_a_textured_floor():
     img = compose(blotchy_floor(), [(scene_tee(), (60, 170, 70))])
     truth = scene_tee() > 0.5
     assert iou(item_mask(run_steps(img, "current")), truth) < 0.1  # the floor's blotches win
-    assert iou(item_mask(run_steps(img, "colour+grabcut")), truth) > 0.95
+    assert iou(item_mask(run_steps(img, "colour")), truth) > 0.9
+    both = run_steps(img, "colour+grabcut")
+    assert iou(item_mask(both), truth) > 0.9
+    assert all(abs(a - b) <= 4 for a, b in zip(both.bbox, SCENE_BOX, strict=True)), both.bbox
 
 
 def test_grabcut_cuts_floor_blotches_off_the_item():
@@ -461,7 +465,7 @@ def test_grabcut_cuts_floor_blotches_off_the_item():
 
 def test_grabcut_leaves_a_plain_background_to_the_threshold():
     img = compose(np.array([235, 235, 235]), [(scene_tee(), (30, 40, 110))])
-    assert np.array_equal(run_steps(img, "grabcut").image, preprocess(img).image)
+    assert np.array_equal(run_steps(img, "grabcut").image, run_steps(img, "current").image)
 
 
 def test_fill_closes_a_striped_item():
@@ -492,7 +496,7 @@ def test_fill_and_solid_make_an_outlined_white_item_solid():
     filled = run_steps(img, "fill+solid")
     assert item_mask(filled)[core].all()
     # inside the 28x28 item, the interior is at least SOLID_FLOOR of the peak, not black
-    assert preprocess(img).image[10:18, 10:18].max() < 30
+    assert run_steps(img, "current").image[10:18, 10:18].max() < 30
     assert filled.image[10:18, 10:18].min() >= SOLID_FLOOR * 255 - 1
 
 
@@ -531,7 +535,7 @@ def test_one_shoe_keeps_one_of_a_pair():
 def test_one_shoe_leaves_a_single_item_with_small_clutter_alone():
     coin = silhouette([(0, 0), (1, 0), (1, 1), (0, 1)], SCENE, (250, 340, 290, 380))
     img = compose(np.array([240, 240, 240]), [(scene_tee(), (30, 40, 110)), (coin, (30, 30, 30))])
-    assert np.array_equal(run_steps(img, "one_shoe").image, preprocess(img).image)
+    assert np.array_equal(run_steps(img, "one_shoe").image, run_steps(img, "current").image)
 
 
 def thirds_heights(out: np.ndarray) -> tuple[float, float]:
@@ -550,7 +554,8 @@ def test_side_view_turns_a_shoe_to_point_left_like_the_dataset():
     assert right_h > 1.5 * left_h  # mirrored: toe left, shaft right
     assert any(name.startswith("cropped, toe turned left") for name, _ in after.steps)
     already = compose(np.array([240, 240, 240]), [(shoe((30, 150, 270, 270)), (40, 40, 40))])
-    assert np.array_equal(run_steps(already, "side_view").image, preprocess(already).image)
+    current = run_steps(already, "current").image
+    assert np.array_equal(run_steps(already, "side_view").image, current)
 
 
 # ----------------------------------------------------------------------------- benchmark
@@ -587,40 +592,48 @@ def save_tiny_model(path: Path) -> Path:
     return save_model(path, model, ModelMeta("baseline-small", {}, classes, 0.286, 0.353))
 
 
-@pytest.mark.slow
-def test_real_photo_benchmark_on_generated_sets(tmp_path):
-    import json
-    import subprocess
+def load_photos_benchmark(monkeypatch):
+    """benchmarks/photos.py as a module (its folder on sys.path for ``_common``)."""
+    import importlib.util
     import sys
 
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    spec = importlib.util.spec_from_file_location("photos_benchmark", folder / "photos.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_real_photo_benchmark_on_generated_sets(tmp_path, monkeypatch, capsys):
+    import json
+
+    bench = load_photos_benchmark(monkeypatch)
     write_photo_sets(tmp_path / "photos")
-    model = save_tiny_model(tmp_path / "model.pt")
-    repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(repo / "src"), "OMP_NUM_THREADS": "1"}
+    model = str(save_tiny_model(tmp_path / "model.pt"))
     out = tmp_path / "results"
-    done = subprocess.run(
-        [sys.executable, "benchmarks/photos.py", "--models", str(model), "--photos",
-         str(tmp_path / "photos"), "--variants", "current,grabcut+fill", "--out", str(out)],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    code = bench.main(["--models", model, "--photos", str(tmp_path / "photos"),
+                       "--variants", "current,grabcut+fill", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
     doc = json.loads((out / "photos-real-cpu.json").read_text())
     assert doc["photos"] == {"validation": 2, "web-dev": 1}
     assert [v["variant"] for v in doc["variants"]] == ["current", "grabcut+fill"]
     for variant in doc["variants"]:
-        val = variant["results"][str(model)]["validation"]
-        web = variant["results"][str(model)]["web-dev"]
+        val = variant["results"][model]["validation"]
+        web = variant["results"][model]["web-dev"]
         assert val["total"] == 2 and np.array(val["confusion"]).sum() == 2
         assert np.array(val["confusion"]).shape == (10, 10)
         assert val["per_class"]["Trouser"]["total"] == 1
         assert web["per_difficulty"] == {"easy": {"correct": web["correct"], "total": 1}}
         assert variant["ms_per_image"]["validation"] > 0
-    wrong = 2 - doc["variants"][0]["results"][str(model)]["validation"]["correct"]
+    wrong = 2 - doc["variants"][0]["results"][model]["validation"]["correct"]
     assert (out / "photos-real-mistakes.png").is_file() == (wrong > 0)
-    bad = subprocess.run(
-        [sys.executable, "benchmarks/photos.py", "--models", str(model), "--photos",
-         str(tmp_path / "nowhere"), "--out", str(out)],
-        cwd=repo, env=env, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "nowhere" in bad.stderr and "--photos" in bad.stderr
+    monkeypatch.delenv("FMNIST_PHOTOS_DIR", raising=False)
+    code = bench.main(["--models", model, "--photos", str(tmp_path / "nowhere"),
+                       "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "nowhere" in err and "--photos" in err
 
 
 # ----------------------------------------------------------------------------- real data
