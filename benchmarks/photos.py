@@ -137,7 +137,7 @@ def mistakes_sheet(idx: list[int], probs: np.ndarray, photos: list[Photo],
         p = int(probs[i].argmax())
         ax.set_title(f"{photos[i].path.name}: {classes[photos[i].label]} -> {classes[p]} "
                      f"({probs[i, p]:.0%})", fontsize=8, loc="left")
-    save_figure(fig, path)
+    save_figure(fig, path, dpi=72)  # a page of photos: keep the committed PNG small
 
 
 def run_variant(spec: str, sets: dict[str, list[Photo]], predictors: dict[str, Predictor],
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="current",
                    help="comma-separated preprocessing variants, the first is the baseline")
     p.add_argument("--sets", default=",".join(SETS))
-    p.add_argument("--mistakes", type=int, default=12, help="rows in the mistakes figure")
+    p.add_argument("--mistakes", type=int, default=10, help="rows in the mistakes figure")
     p.add_argument("--scratch", help="folder OUTSIDE the repo for a web-dev mistakes sheet")
     p.add_argument("--out", default=str(RESULTS), help="results folder (default: %(default)s)")
     args = p.parse_args(argv)
@@ -185,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     first_model = next(iter(predictors))
-    shown, probs_by = next((v for v in variants if v[0]["variant"] == DEFAULT_OPTIONS.spec),
-                           variants[0])
+    default = next((v for v in variants
+                    if PreprocessOptions.from_spec(v[0]["variant"]) == DEFAULT_OPTIONS), None)
+    shown, probs_by = default or variants[0]
     options = PreprocessOptions.from_spec(shown["variant"])
     classes = predictors[first_model].classes
     for set_name, photos in sets.items():
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                "models": {m: {"recipe": pr.meta.get("recipe"),
                               "test_accuracy": pr.meta.get("metrics", {}).get("test_acc")}
                           for m, pr in predictors.items()},
-               "default_variant": DEFAULT_OPTIONS.spec,
+               "default_variant": default[0]["variant"] if default else DEFAULT_OPTIONS.spec,
                "variants": [v for v, _ in variants]}
     path = write_result("photos-real", select_device("cpu"), payload, folder=out)
     print(f"wrote {path}")

@@ -409,7 +409,7 @@ def blotchy_floor(amplitude: float = 45, mean=(150, 140, 130), seed: int = 1) ->
 
 
 def item_mask(pre: Preprocessed) -> np.ndarray:
-    return dict(pre.steps)["item mask"] > 0
+    return next(step for name, step in pre.steps if name.startswith("item mask")) > 0
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -424,6 +424,7 @@ def test_options_from_spec():
     assert PreprocessOptions.from_spec("current") == PreprocessOptions()
     both = PreprocessOptions.from_spec("grabcut+fill")
     assert both.grabcut and both.fill and not both.skin
+    assert PreprocessOptions.from_spec(both.spec) == both and PreprocessOptions().spec == "current"
 
 
 @pytest.mark.parametrize("spec", ["nope", "grabcut+nope", "GrabCut", "fill,skin"])

@@ -111,15 +111,15 @@ class PreprocessOptions:
     """The optional real-photo steps of :func:`preprocess`; each is measured on real photos
     with ``benchmarks/photos.py --variants`` and is on by default only if it pays."""
 
-    grabcut: bool = False
-    """On a textured background (floor, bedding, a room), replace the threshold mask with
-    GrabCut's: colour models of item and background (the border) separate what one
-    grey-level threshold cannot. A plain background (studio, paper) keeps the threshold."""
     colour: bool = False
     """On a textured background (or when no item stands out in grey), find the item by its
     colour distance from the background (RGB, scaled so a pure grey shift counts as itself),
     not by its grey level alone: a navy item on a red floor has about the same luma as the
     floor but a very different colour."""
+    grabcut: bool = False
+    """On a textured background (floor, bedding, a room), replace the threshold mask with
+    GrabCut's: colour models of item and background (the border) separate what one
+    grey-level threshold cannot. A plain background (studio, paper) keeps the threshold."""
     fill: bool = False
     """Close small gaps in the mask and fill its holes (a white sneaker on white keeps only
     its outline; a striped sweater only its stripes)."""
@@ -669,7 +669,7 @@ def preprocess(
     diff = np.abs(smooth - background)
     if options.colour and rgb is not None and (not plain or float(diff.max()) < MIN_CONTRAST):
         diff = _colour_distance(rgb, ring_width, radius)
-    mask = _refine_mask(_item_mask(diff, label), rgb, options, plain)
+    mask, cut = _refine_mask(_item_mask(diff, label), rgb, options, plain)
 
     signed = gray.astype(np.float32) - background
     inverted = bool(signed[mask].mean() < 0)  # item darker than background: a light background
@@ -721,7 +721,7 @@ def preprocess(
             steps.append(("inverted", 255 - gray))
         steps += [
             ("background removed", u8(item)),
-            ("item mask", mask.astype(np.uint8) * 255),
+            ("item mask (GrabCut)" if cut else "item mask", mask.astype(np.uint8) * 255),
             ("cropped, toe turned left" if flipped else "cropped", u8(crop)),
             ("square", u8(square)),
             ("28x28", out),
@@ -751,10 +751,12 @@ def _working_images(image: Image.Image, colour: bool) -> tuple[Image.Image, np.n
 
 def _refine_mask(
     mask: np.ndarray, rgb: np.ndarray | None, options: PreprocessOptions, plain: bool
-) -> np.ndarray:
+) -> tuple[np.ndarray, bool]:
     """The threshold mask through the real-photo steps ``options`` turns on, in order:
-    GrabCut (not on a ``plain`` background), skin removal, one of a pair, fill."""
-    if options.grabcut and rgb is not None and not plain:
+    GrabCut (not on a ``plain`` background), skin removal, one of a pair, fill. Returns the
+    mask and whether GrabCut made it."""
+    cut = options.grabcut and rgb is not None and not plain
+    if cut:
         mask = _grabcut(rgb, mask)
     if options.skin and rgb is not None:
         mask = _drop_skin(rgb, mask)
@@ -762,7 +764,7 @@ def _refine_mask(
         mask = _one_of_pair(mask)
     if options.fill:
         mask = _fill(mask)
-    return mask
+    return mask, cut
 
 
 def naive_preprocess(source: Source) -> np.ndarray:
