@@ -105,7 +105,8 @@ def photos(doc: dict) -> str:
     n = doc["photos"]
     lines = [f"| model | preprocessing | validation/ ({n.get('validation', 0)}) "
              f"| web-dev/ ({n.get('web-dev', 0)}) | web-dev easy | web-dev hard "
-             "| ms/image | synthetic (1,000) |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| ms/image (val / web) | synthetic (1,000) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for variant in doc["variants"]:
         spec = variant["variant"]
         label = f"`{spec}`" + (" (default)" if spec == doc.get("default_variant") else "")

