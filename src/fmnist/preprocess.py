@@ -540,7 +540,8 @@ def _grabcut(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
     Seeding with the frame rather than with ``mask`` measured better on real photos: a mask
     that took the floor's texture teaches GrabCut the floor's colours as "item"
-    (clothing-dataset-small validation/, ``fast``: 143/277 right against 134/277)."""
+    (clothing-dataset-small validation/, ``fast``: 139/277 right, photos-real-cpu.json; with
+    the mask as the seed, 134/277 in an earlier run of benchmarks/photos.py)."""
     import cv2
 
     h, w = mask.shape
