@@ -20,10 +20,12 @@ def device_tag(device: torch.device) -> str:
     return "cuda" if device.type == "cuda" else "cpu"
 
 
-def write_result(stem: str, device: torch.device, payload: dict[str, Any]) -> Path:
-    """Write ``results/<stem>-<device>.json`` with the machine and a timestamp."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{stem}-{device_tag(device)}.json"
+def write_result(stem: str, device: torch.device, payload: dict[str, Any],
+                 folder: Path = RESULTS) -> Path:
+    """Write ``<folder>/<stem>-<device>.json`` (default: results/) with the machine and a
+    timestamp."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stem}-{device_tag(device)}.json"
     doc = {"created": datetime.now(UTC).isoformat(timespec="seconds"),
            "command": " ".join(["python", *sys.argv]),
            "machine": environment(device), **payload}

@@ -1,122 +1,211 @@
-"""How models do on photograph-like images: fmnist's preprocessing against naive resizing.
+"""How models do on REAL photos: clothing-dataset-small validation/ and web-dev/.
 
-    python benchmarks/photos.py --models runs/demo[,runs/other] [--per-class 100] [--seed 0]
+    python benchmarks/photos.py --models runs/fast[,runs/photo] [--photos DIR]
+                                [--variants current,grabcut+skin,...] [--sets validation,web-dev]
 
-Each photo is made from a test image the way a phone picture of a garment differs from
-the dataset: dark item on a light, tinted background (inverted), 5-20x larger, off-centre,
-slightly rotated, in colour, noisy, blurred a little and JPEG-compressed. Each model
-classifies the original test images, the photos through ``fmnist.preprocess`` (what
-``fmnist predict`` and ``fmnist serve`` do) and the photos through the tutorials' naive
-path (grayscale, resize to 28x28, no inversion). Writes
-``benchmarks/results/photos-<device>.json`` and an example sheet
-``benchmarks/results/photos-examples.png``.
+Every photo goes through ``fmnist.preprocess`` (what ``fmnist predict`` and ``fmnist serve``
+do), once per preprocessing variant (``PreprocessOptions.from_spec``: ``current`` or step
+names joined by ``+``), and each model classifies the result. The photos folder is the one
+described in ``../shared/photos/README.md``: ``--photos DIR``, else ``$FMNIST_PHOTOS_DIR``,
+else ``../shared/photos`` next to the repository. Both sets are for measuring only.
+
+- ``validation``: ``clothing-dataset-small/validation/``, labels from
+  ``clothing-dataset-small/fmnist-labels.csv`` (label >= 0: 277 photos).
+- ``web-dev``: ``web-dev/`` with ``labels.csv`` (157 photos, easy/hard).
+
+Writes ``benchmarks/results/photos-real-<device>.json`` (top-1 per set, class and
+difficulty, confusion matrices, ms/image of preprocessing) and, for the first model and the
+default variant (else the first), ``benchmarks/results/photos-real-mistakes.png``: the most
+confident mistakes on validation/ with their preprocessing steps. web-dev images are never
+written into the repo; ``--scratch DIR`` writes a web-dev mistakes sheet there for a look.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import csv
 import logging
+import os
 import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from _common import RESULTS, select_device, write_result
-from PIL import Image, ImageFilter
 
-from fmnist.datasets import load_dataset
+from fmnist.errors import FmnistError, ImageError
 from fmnist.inference import Predictor
-from fmnist.preprocess import naive_preprocess, preprocess
+from fmnist.preprocess import (
+    DEFAULT_OPTIONS,
+    PreprocessOptions,
+    preprocess,
+    steps_figure_array,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SETS = ("validation", "web-dev")
+SIZE = 28
 
 
-def make_photo(item: np.ndarray, rng: np.random.Generator) -> bytes:
-    """A JPEG 'photo' of a 28x28 dataset item (light on black) as a phone might take it."""
-    side = int(rng.integers(140, 560))
-    img = Image.fromarray(255 - item).resize((side, side), Image.Resampling.BICUBIC)
-    img = img.rotate(float(rng.uniform(-8, 8)), resample=Image.Resampling.BICUBIC,
-                     fillcolor=255)
-    gray = np.asarray(img, dtype=np.float64) / 255.0  # 1 = background, 0 = darkest item
-    canvas_w = int(side * rng.uniform(1.3, 2.0))
-    canvas_h = int(side * rng.uniform(1.3, 2.0))
-    bg = rng.uniform(0.78, 0.97) * np.array([1.0, *rng.uniform(0.92, 1.05, 2)])
-    ink = rng.uniform(0.2, 1.0, 3)  # the garment's colour
-    canvas = np.ones((canvas_h, canvas_w, 3)) * bg
-    y0 = int(rng.integers(0, canvas_h - side + 1))
-    x0 = int(rng.integers(0, canvas_w - side + 1))
-    patch = gray[..., None] * bg + (1 - gray[..., None]) * ink * (0.35 + 0.65 * gray[..., None])
-    canvas[y0 : y0 + side, x0 : x0 + side] = patch
-    gradient = np.linspace(rng.uniform(0.9, 1.0), rng.uniform(0.9, 1.0), canvas_w)[None, :, None]
-    canvas = canvas * gradient + rng.normal(0, 0.025, canvas.shape)
-    photo = Image.fromarray((np.clip(canvas, 0, 1) * 255).astype(np.uint8))
-    photo = photo.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.0, 1.5))))
-    buf = io.BytesIO()
-    photo.save(buf, format="JPEG", quality=int(rng.integers(70, 95)))
-    return buf.getvalue()
+@dataclass(frozen=True)
+class Photo:
+    path: Path
+    label: int
+    difficulty: str  # "easy" / "hard" on web-dev, "" on validation
 
 
-def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float((probs.argmax(1) == labels).mean())
+def photos_dir(flag: str | None) -> Path:
+    """--photos, else $FMNIST_PHOTOS_DIR, else ../shared/photos next to the repository."""
+    folder = Path(flag or os.environ.get("FMNIST_PHOTOS_DIR") or REPO.parent / "shared/photos")
+    if not (folder / "clothing-dataset-small").is_dir() and not (folder / "web-dev").is_dir():
+        raise FmnistError(
+            f"{folder}: no clothing-dataset-small/ or web-dev/ inside; pass --photos DIR "
+            "(the folder described by shared/photos/README.md) or set FMNIST_PHOTOS_DIR"
+        )
+    return folder
 
 
-def example_sheet(photos: list[bytes], ours: np.ndarray, naive: np.ndarray, path) -> None:
-    """Rows: the photo, what naive resizing shows the model, what fmnist shows it."""
+def load_set(root: Path, name: str) -> list[Photo]:
+    """The labelled photos of one set (label >= 0)."""
+    if name == "validation":
+        base = root / "clothing-dataset-small"
+        with open(base / "fmnist-labels.csv", newline="") as f:
+            return [Photo(base / r["path"], int(r["label"]), "") for r in csv.DictReader(f)
+                    if r["path"].startswith("validation/") and int(r["label"]) >= 0]
+    if name == "web-dev":
+        base = root / "web-dev"
+        with open(base / "labels.csv", newline="") as f:
+            return [Photo(base / r["file"], int(r["label"]), r["difficulty"])
+                    for r in csv.DictReader(f)]
+    raise FmnistError(f"unknown set {name!r}; choose from {', '.join(SETS)}")
+
+
+def preprocess_all(photos: list[Photo], options: PreprocessOptions) -> tuple[np.ndarray, float]:
+    """(N, 28, 28) uint8 model inputs (black for a photo preprocessing rejects), ms/image."""
+    out = np.zeros((len(photos), SIZE, SIZE), np.uint8)
+    start = time.perf_counter()
+    for i, photo in enumerate(photos):
+        try:
+            out[i] = preprocess(photo.path, options=options).image
+        except ImageError as exc:
+            logging.warning("%s", exc)
+    return out, 1000 * (time.perf_counter() - start) / max(1, len(photos))
+
+
+def score(probs: np.ndarray, photos: list[Photo], classes: tuple[str, ...]) -> dict:
+    """Top-1 overall, per class and per difficulty, and the confusion matrix (rows: true)."""
+    labels = np.array([p.label for p in photos])
+    pred = probs.argmax(1)
+    right = pred == labels
+    confusion = np.zeros((len(classes), len(classes)), np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    per_class = {classes[c]: {"correct": int(right[labels == c].sum()),
+                              "total": int((labels == c).sum())}
+                 for c in range(len(classes)) if (labels == c).any()}
+    diffs = np.array([p.difficulty for p in photos])
+    per_difficulty = {d: {"correct": int(right[diffs == d].sum()), "total": int((diffs == d).sum())}
+                      for d in sorted(set(diffs) - {""})}
+    return {"accuracy": float(right.mean()), "correct": int(right.sum()), "total": len(photos),
+            "per_class": per_class, "per_difficulty": per_difficulty,
+            "confusion": confusion.tolist()}
+
+
+def worst_mistakes(probs: np.ndarray, photos: list[Photo], k: int) -> list[int]:
+    """Indices of the k wrong predictions made with the highest confidence."""
+    labels = np.array([p.label for p in photos])
+    wrong = np.flatnonzero(probs.argmax(1) != labels)
+    return wrong[np.argsort(-probs[wrong].max(1), kind="stable")][:k].tolist()
+
+
+def mistakes_sheet(idx: list[int], probs: np.ndarray, photos: list[Photo],
+                   classes: tuple[str, ...], options: PreprocessOptions, path: Path) -> None:
+    """One row per mistake: its preprocessing steps, captioned true -> predicted."""
     from matplotlib.figure import Figure
 
     from fmnist.plots import save_figure
 
-    n = len(photos)
-    fig = Figure(figsize=(1.6 * n, 5.2), layout="constrained")
-    axes = fig.subplots(3, n, squeeze=False)
-    for j in range(n):
-        axes[0, j].imshow(Image.open(io.BytesIO(photos[j])).convert("RGB"))
-        axes[1, j].imshow(naive[j], cmap="gray", vmin=0, vmax=255)
-        axes[2, j].imshow(ours[j], cmap="gray", vmin=0, vmax=255)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for i, label in enumerate(("photo", "naive resize", "fmnist.preprocess")):
-        axes[i, 0].set_ylabel(label)
-    save_figure(fig, path)
+    rows = [steps_figure_array(preprocess(photos[i].path, return_steps=True, options=options))
+            for i in idx]
+    if not rows:
+        return
+    fig = Figure(figsize=(12, 1.6 * len(rows)), layout="constrained")
+    for r, (i, sheet) in enumerate(zip(idx, rows, strict=True)):
+        ax = fig.add_subplot(len(rows), 1, r + 1)
+        ax.imshow(sheet)
+        ax.set_axis_off()
+        p = int(probs[i].argmax())
+        ax.set_title(f"{photos[i].path.name}: {classes[photos[i].label]} -> {classes[p]} "
+                     f"({probs[i, p]:.0%})", fontsize=8, loc="left")
+    save_figure(fig, path, dpi=72)  # a page of photos: keep the committed PNG small
+
+
+def run_variant(spec: str, sets: dict[str, list[Photo]], predictors: dict[str, Predictor],
+                ) -> tuple[dict, dict]:
+    """Scores of every model on every set for one preprocessing variant, and the probs."""
+    options = PreprocessOptions.from_spec(spec)
+    scores: dict = {"variant": spec, "ms_per_image": {}, "results": {}}
+    probs_by: dict = {}
+    for set_name, photos in sets.items():
+        images, ms = preprocess_all(photos, options)
+        scores["ms_per_image"][set_name] = round(ms, 1)
+        for model, pred in predictors.items():
+            probs = pred.probs_of(images)
+            probs_by[(model, set_name)] = probs
+            s = score(probs, photos, pred.classes)
+            scores["results"].setdefault(model, {})[set_name] = s
+            extra = " ".join(f"{d} {v['correct']}/{v['total']}"
+                             for d, v in s["per_difficulty"].items())
+            print(f"{spec:>24} {Path(model).name:>10} {set_name:>10}: {s['accuracy']:.1%} "
+                  f"({s['correct']}/{s['total']}) {extra}  [{ms:.0f} ms/image]", flush=True)
+    return scores, probs_by
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", required=True, help="comma-separated runs or model files")
-    p.add_argument("--per-class", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir")
+    p.add_argument("--photos", help="the shared photos folder (default: $FMNIST_PHOTOS_DIR, "
+                   "else ../shared/photos next to the repository)")
+    p.add_argument("--variants", default="current",
+                   help="comma-separated preprocessing variants, the first is the baseline")
+    p.add_argument("--sets", default=",".join(SETS))
+    p.add_argument("--mistakes", type=int, default=10, help="rows in the mistakes figure")
+    p.add_argument("--scratch", help="folder OUTSIDE the repo for a web-dev mistakes sheet")
+    p.add_argument("--out", default=str(RESULTS), help="results folder (default: %(default)s)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    ds = load_dataset("fashion-mnist", args.data_dir)
-    rng = np.random.default_rng(args.seed)
-    pick = np.concatenate([
-        rng.choice(np.flatnonzero(ds.test.labels == c), args.per_class, replace=False)
-        for c in range(ds.num_classes)])
-    items, labels = ds.test.images[pick], ds.test.labels[pick]
-    photos = [make_photo(im, rng) for im in items]
-    ours = np.stack([preprocess(ph).image for ph in photos])
-    naive = np.stack([naive_preprocess(ph) for ph in photos])
-    results = []
-    for model in args.models.split(","):
-        pred = Predictor.from_path(model, backend="torch")
-        row = {
-            "model": model,
-            "recipe": pred.meta.get("recipe"),
-            "test_accuracy_full": pred.meta.get("metrics", {}).get("test_acc"),
-            "originals": accuracy(pred.probs_of(items), labels),
-            "photos_fmnist_preprocess": accuracy(pred.probs_of(ours), labels),
-            "photos_naive_resize": accuracy(pred.probs_of(naive), labels),
-        }
-        results.append(row)
-        print(f"{model}: originals {row['originals']:.1%}  photos via fmnist.preprocess "
-              f"{row['photos_fmnist_preprocess']:.1%}  via naive resize "
-              f"{row['photos_naive_resize']:.1%}", flush=True)
-    order = np.argsort(labels, kind="stable")[:: args.per_class][:10]
-    example_sheet([photos[i] for i in order], ours[order], naive[order],
-                  RESULTS / "photos-examples.png")
-    path = write_result("photos", select_device("cpu"), {
-        "images": len(photos), "per_class": args.per_class, "seed": args.seed,
-        "results": results})
-    print(f"wrote {path} and {RESULTS / 'photos-examples.png'}")
+    try:
+        root = photos_dir(args.photos)
+        sets = {name: load_set(root, name) for name in args.sets.split(",")}
+        predictors = {m: Predictor.from_path(m, backend="torch", device="cpu")
+                      for m in args.models.split(",")}
+        variants = [run_variant(v, sets, predictors) for v in args.variants.split(",")]
+    except FmnistError as exc:
+        print(f"photos.py: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    first_model = next(iter(predictors))
+    default = next((v for v in variants
+                    if PreprocessOptions.from_spec(v[0]["variant"]) == DEFAULT_OPTIONS), None)
+    shown, probs_by = default or variants[0]
+    options = PreprocessOptions.from_spec(shown["variant"])
+    classes = predictors[first_model].classes
+    for set_name, photos in sets.items():
+        probs = probs_by[(first_model, set_name)]
+        idx = worst_mistakes(probs, photos, args.mistakes)
+        if set_name == "validation":
+            mistakes_sheet(idx, probs, photos, classes, options, out / "photos-real-mistakes.png")
+        elif args.scratch:
+            mistakes_sheet(idx, probs, photos, classes, options,
+                           Path(args.scratch) / f"photos-real-mistakes-{set_name}.png")
+    payload = {"photos": {k: len(v) for k, v in sets.items()}, "classes": list(classes),
+               "models": {m: {"recipe": pr.meta.get("recipe"),
+                              "test_accuracy": pr.meta.get("metrics", {}).get("test_acc")}
+                          for m, pr in predictors.items()},
+               "default_variant": default[0]["variant"] if default else DEFAULT_OPTIONS.spec,
+               "variants": [v for v, _ in variants]}
+    path = write_result("photos-real", select_device("cpu"), payload, folder=out)
+    print(f"wrote {path}")
     return 0
 
 

@@ -90,14 +90,57 @@ def load(doc: dict) -> str:
     return "\n".join(lines) + "\n\n" + _machine(doc)
 
 
+def _share(r: dict) -> str:
+    return f"{r['correct']}/{r['total']}" if r["total"] else "–"
+
+
 def photos(doc: dict) -> str:
-    lines = ["| model | test images (same 1,000) | photos through `fmnist.preprocess` "
-             "| photos through naive resize |", "|---|---:|---:|---:|"]
-    for r in doc["results"]:
-        lines.append(f"| `{Path(r['model']).name}` | {_pct(r['originals'])} "
-                     f"| **{_pct(r['photos_fmnist_preprocess'])}** "
-                     f"| {_pct(r['photos_naive_resize'])} |")
-    return "\n".join(lines) + "\n\n" + _machine(doc)
+    """Real photos (``photos-real-cpu.json``): one row per model and preprocessing variant,
+    the synthetic figure beside the baseline, then per class for the first model."""
+    synthetic = {}
+    synth_path = RESULTS / "photos-synthetic-cpu.json"
+    if synth_path.is_file():
+        synthetic = {Path(r["model"]).name: r["photos_fmnist_preprocess"]
+                     for r in json.loads(synth_path.read_text())["results"]}
+    n = doc["photos"]
+    lines = [f"| model | preprocessing | validation/ ({n.get('validation', 0)}) "
+             f"| web-dev/ ({n.get('web-dev', 0)}) | web-dev easy | web-dev hard "
+             "| ms/image (val / web) | synthetic (1,000) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for variant in doc["variants"]:
+        spec = variant["variant"]
+        label = f"`{spec}`" + (" (default)" if spec == doc.get("default_variant") else "")
+        ms = " / ".join(f"{v:.0f}" for v in variant["ms_per_image"].values())
+        for model, sets in variant["results"].items():
+            val, web = sets.get("validation"), sets.get("web-dev")
+            diff = web["per_difficulty"] if web else {}
+            synth = synthetic.get(Path(model).name) if variant is doc["variants"][0] else None
+            lines.append(
+                f"| `{Path(model).name}` | {label} | **{_pct(val and val['accuracy'])}** "
+                f"| **{_pct(web and web['accuracy'])}** "
+                f"| {_share(diff['easy']) if 'easy' in diff else '–'} "
+                f"| {_share(diff['hard']) if 'hard' in diff else '–'} | {ms} "
+                f"| {_pct(synth)} |")
+    return "\n".join(lines) + "\n\n" + _photos_per_class(doc) + "\n\n" + _machine(doc)
+
+
+def _photos_per_class(doc: dict) -> str:
+    """Correct/total per class for the first model: the first variant and the default."""
+    shown = [doc["variants"][0]] + [v for v in doc["variants"][1:]
+                                     if v["variant"] == doc.get("default_variant")]
+    model = next(iter(shown[0]["results"]))
+    sets = list(shown[0]["results"][model])
+    head = " | ".join(f"{s} `{v['variant']}`" for s in sets for v in shown)
+    lines = [f"| `{Path(model).name}` per class | {head} |",
+             "|---|" + "---:|" * (len(sets) * len(shown))]
+    for cls in doc["classes"]:
+        cells = []
+        for s in sets:
+            for v in shown:
+                r = v["results"][model][s]["per_class"].get(cls)
+                cells.append(_share(r) if r else "–")
+        lines.append(f"| {cls} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def train_step(doc: dict) -> str:
@@ -116,7 +159,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "time-to-accuracy": ("time-to-accuracy-cpu.json", time_to_accuracy),
     "inference": ("inference-cpu.json", inference),
     "load": ("load-cpu.json", load),
-    "photos": ("photos-cpu.json", photos),
+    "photos": ("photos-real-cpu.json", photos),
     "train-step": ("train-step-cpu.json", train_step),
 }
 

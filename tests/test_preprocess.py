@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
-from fmnist.errors import ImageError
+from fmnist.errors import ConfigError, ImageError
 from fmnist.preprocess import (
     MAX_FILE_BYTES,
     MAX_IMAGE_PIXELS,
+    SOLID_FLOOR,
     Preprocessed,
+    PreprocessOptions,
     load_image,
     naive_preprocess,
     normalize,
@@ -183,7 +185,8 @@ def test_largest_component_wins_over_small_clutter():
     pre = preprocess(img)
     left, top, right, bottom = pre.bbox
     scale = 512 / 800
-    assert bottom <= round(560 * scale) + 3 and right <= round(420 * scale) + 3, pre.bbox
+    # +4: this noisy background is textured, so GrabCut draws the edge, at 160 px (3.2 px here)
+    assert bottom <= round(560 * scale) + 4 and right <= round(420 * scale) + 4, pre.bbox
     check_dataset_like(pre.image)
     # the item (330x400 px) fills 28 rows, offset 2.45 px: the blob would land in rows 24-25,
     # columns 3-4; it is not part of the item, so it is blacked out
@@ -375,6 +378,264 @@ def test_naive_preprocess_does_not_invert():
     out = naive_preprocess(photo())
     assert out.shape == (28, 28) and out.dtype == np.uint8
     assert out[0, 0] > 150  # light background stays light
+
+
+# ----------------------------------------------------------------------------- real-photo steps
+
+# Scenes at 300x400 (under WORK_SIZE, so the item mask is in image pixels): a T-shirt in
+# SCENE_BOX, composited over a background, with noise.
+SCENE = (300, 400)
+SCENE_BOX = (60, 80, 240, 320)
+
+
+def scene_tee() -> np.ndarray:
+    return silhouette(TSHIRT, SCENE, SCENE_BOX)
+
+
+def compose(background: np.ndarray, layers, seed: int = 0) -> np.ndarray:
+    """Paint each (alpha mask, RGB colour) over ``background`` (HxWx3), add noise: uint8."""
+    img = np.asarray(background, np.float32) * np.ones((SCENE[1], SCENE[0], 3), np.float32)
+    for alpha, colour in layers:
+        img = img * (1 - alpha[..., None]) + np.array(colour, np.float32) * alpha[..., None]
+    img += np.random.default_rng(seed).normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def blotchy_floor(amplitude: float = 45, mean=(150, 140, 130), seed: int = 1) -> np.ndarray:
+    """A textured floor: smooth random blotches of +-``amplitude`` grey levels."""
+    w, h = SCENE
+    noise = np.random.default_rng(seed).normal(0, 1, (h // 8, w // 8)).astype(np.float32)
+    noise = np.asarray(Image.fromarray(noise, "F").resize((w, h), Image.Resampling.BICUBIC))
+    return np.array(mean, np.float32) + (noise / noise.std() * amplitude)[..., None]
+
+
+def item_mask(pre: Preprocessed) -> np.ndarray:
+    return next(step for name, step in pre.steps if name.startswith("item mask")) > 0
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / (a | b).sum())
+
+
+def run_steps(img, spec: str) -> Preprocessed:
+    return preprocess(img, return_steps=True, options=PreprocessOptions.from_spec(spec))
+
+
+def test_options_from_spec():
+    assert PreprocessOptions.from_spec("current") == PreprocessOptions()
+    both = PreprocessOptions.from_spec("grabcut+fill")
+    assert both.grabcut and both.fill and not both.skin
+    assert PreprocessOptions.from_spec(both.spec) == both and PreprocessOptions().spec == "current"
+
+
+@pytest.mark.parametrize("spec", ["nope", "grabcut+nope", "GrabCut", "fill,skin"])
+def test_unknown_step_names_it_and_the_choices(spec):
+    with pytest.raises(ConfigError, match=r"unknown preprocessing step .* choose from .*grabcut"):
+        PreprocessOptions.from_spec(spec)
+
+
+def test_colour_finds_an_item_as_light_as_its_background():
+    # a blue T-shirt on a red floor: the same luma (about 90), very different colours
+    img = compose(np.array([200, 40, 40]), [(scene_tee(), (20, 110, 180))])
+    with pytest.raises(ImageError, match="no item stands out"):
+        run_steps(img, "current")
+    pre = run_steps(img, "colour")
+    assert iou(item_mask(pre), scene_tee() > 0.5) > 0.95
+    check_dataset_like(pre.image)
+    assert np.array_equal(preprocess(img).image, pre.image)  # colour is on by default
+
+
+def test_colour_separates_a_green_item_from_a_textured_floor():
+    img = compose(blotchy_floor(), [(scene_tee(), (60, 170, 70))])
+    truth = scene_tee() > 0.5
+    assert iou(item_mask(run_steps(img, "current")), truth) < 0.1  # the floor's blotches win
+    assert iou(item_mask(run_steps(img, "colour")), truth) > 0.9
+    both = run_steps(img, "colour+grabcut")
+    assert iou(item_mask(both), truth) > 0.9
+    assert all(abs(a - b) <= 4 for a, b in zip(both.bbox, SCENE_BOX, strict=True)), both.bbox
+
+
+def test_grabcut_cuts_floor_blotches_off_the_item():
+    img = compose(blotchy_floor(), [(scene_tee(), (200, 50, 50))])
+    truth = scene_tee() > 0.5
+    before, after = run_steps(img, "current"), run_steps(img, "grabcut")
+    assert iou(item_mask(after), truth) > 0.95 > iou(item_mask(before), truth) + 0.05
+    assert all(abs(a - b) <= 3 for a, b in zip(after.bbox, SCENE_BOX, strict=True)), after.bbox
+    again = run_steps(img, "grabcut")
+    assert np.array_equal(after.image, again.image), "GrabCut must be deterministic"
+
+
+def test_grabcut_leaves_a_plain_background_to_the_threshold():
+    img = compose(np.array([235, 235, 235]), [(scene_tee(), (30, 40, 110))])
+    assert np.array_equal(run_steps(img, "grabcut").image, run_steps(img, "current").image)
+
+
+def test_fill_closes_a_striped_item():
+    # white and navy stripes on grey: the threshold mask has gaps between stripes
+    stripes = np.zeros((SCENE[1], SCENE[0]), np.float32)
+    stripes[(np.arange(SCENE[1]) // 15) % 2 == 0] = 1
+    tee = scene_tee()
+    img = compose(blotchy_floor(20, (140, 140, 140)),
+                  [(tee * stripes, (245, 245, 245)), (tee * (1 - stripes), (20, 20, 60))])
+    truth = tee > 0.5
+    assert iou(item_mask(run_steps(img, "fill")), truth) > 0.95
+    assert iou(item_mask(run_steps(img, "current")), truth) < 0.9
+
+
+def outlined_tee(width: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """A white T-shirt on white with a grey outline (a white sneaker on a studio background):
+    the image and the outline's interior."""
+    tee = scene_tee() > 0.5
+    inner = np.asarray(Image.fromarray(tee).filter(ImageFilter.MinFilter(2 * width + 1))) > 0
+    return compose(np.array([250, 250, 250]), [((tee & ~inner).astype(np.float32),
+                                                (90, 90, 90))]), inner
+
+
+def test_fill_and_solid_make_an_outlined_white_item_solid():
+    img, inner = outlined_tee()
+    core = np.asarray(Image.fromarray(inner).filter(ImageFilter.MinFilter(9))) > 0
+    assert item_mask(run_steps(img, "current"))[core].mean() < 0.1  # only the outline
+    filled = run_steps(img, "fill+solid")
+    assert item_mask(filled)[core].all()
+    # inside the 28x28 item, the interior is at least SOLID_FLOOR of the peak, not black
+    assert run_steps(img, "current").image[10:18, 10:18].max() < 30
+    assert filled.image[10:18, 10:18].min() >= SOLID_FLOOR * 255 - 1
+
+
+def test_skin_drops_arms_and_face_but_keeps_a_skin_toned_item():
+    tee = scene_tee()
+    person = Image.new("L", SCENE, 0)
+    draw = ImageDraw.Draw(person)
+    draw.ellipse((115, 10, 185, 90), fill=255)  # a face above the neckline
+    draw.rectangle((20, 140, 70, 260), fill=255)  # an arm out of the left sleeve
+    skin = np.asarray(person, np.float32) / 255 * (1 - tee)
+    img = compose(np.array([235, 235, 240]), [(skin, (165, 110, 80)), (tee, (60, 90, 160))])
+    assert run_steps(img, "current").bbox[1] < 30  # the face is taken for the garment
+    pre = run_steps(img, "skin")
+    assert iou(item_mask(pre), tee > 0.5) > 0.9
+    assert abs(pre.bbox[1] - SCENE_BOX[1]) <= 4 and abs(pre.bbox[0] - SCENE_BOX[0]) <= 4
+    tan = compose(np.array([235, 235, 240]), [(tee, (165, 110, 80))])  # a tan garment
+    assert iou(item_mask(run_steps(tan, "skin")), tee > 0.5) > 0.95
+
+
+def shoe(box, toe_left: bool = True) -> np.ndarray:
+    """A side-view ankle-boot outline in ``box``: a low toe and a tall shaft at the heel."""
+    outline = [(0, 0.55), (0.55, 0.5), (0.62, 0), (1, 0), (1, 1), (0, 1)]
+    if not toe_left:
+        outline = [(1 - u, v) for u, v in outline]
+    return silhouette(outline, SCENE, box)
+
+
+def test_one_shoe_keeps_one_of_a_pair():
+    pair = np.maximum(shoe((10, 150, 140, 250)), shoe((160, 160, 290, 260)))
+    img = compose(np.array([240, 240, 240]), [(pair, (40, 40, 40))])
+    assert run_steps(img, "current").bbox[2] - run_steps(img, "current").bbox[0] > 250
+    left, top, right, bottom = run_steps(img, "one_shoe").bbox
+    assert right - left <= 135 and bottom - top <= 105
+
+
+def test_one_shoe_leaves_a_single_item_with_small_clutter_alone():
+    coin = silhouette([(0, 0), (1, 0), (1, 1), (0, 1)], SCENE, (250, 340, 290, 380))
+    img = compose(np.array([240, 240, 240]), [(scene_tee(), (30, 40, 110)), (coin, (30, 30, 30))])
+    assert np.array_equal(run_steps(img, "one_shoe").image, run_steps(img, "current").image)
+
+
+def thirds_heights(out: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.nonzero(out > 30)
+    heights = (out[:, xs.min() : xs.max() + 1] > 30).sum(axis=0)
+    third = len(heights) // 3
+    return float(heights[:third].mean()), float(heights[-third:].mean())
+
+
+def test_side_view_turns_a_shoe_to_point_left_like_the_dataset():
+    right = compose(np.array([240, 240, 240]), [(shoe((30, 150, 270, 270), False), (40, 40, 40))])
+    before, after = run_steps(right, "current"), run_steps(right, "side_view")
+    left_h, right_h = thirds_heights(before.image)
+    assert left_h > right_h  # the shaft is on the left: pointing right
+    left_h, right_h = thirds_heights(after.image)
+    assert right_h > 1.5 * left_h  # mirrored: toe left, shaft right
+    assert any(name.startswith("cropped, toe turned left") for name, _ in after.steps)
+    already = compose(np.array([240, 240, 240]), [(shoe((30, 150, 270, 270)), (40, 40, 40))])
+    current = run_steps(already, "current").image
+    assert np.array_equal(run_steps(already, "side_view").image, current)
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def write_photo_sets(root: Path) -> None:
+    """Three generated photos laid out like shared/photos: two in clothing-dataset-small
+    validation/ (plus a label -1 row that must be skipped) and one easy photo in web-dev/."""
+    base = root / "clothing-dataset-small"
+    (base / "validation" / "t-shirt").mkdir(parents=True)
+    (base / "validation" / "pants").mkdir(parents=True)
+    photo().save(base / "validation/t-shirt/a.jpg", quality=90)
+    photo(TROUSER, TROUSER_BOX).save(base / "validation/pants/b.jpg", quality=90)
+    (base / "fmnist-labels.csv").write_text(
+        "path,folder,label,class_name,how\n"
+        "train/t-shirt/x.jpg,t-shirt,0,T-shirt/top,folder\n"
+        "validation/hat/none.jpg,hat,-1,none,folder\n"
+        "validation/pants/b.jpg,pants,1,Trouser,folder\n"
+        "validation/t-shirt/a.jpg,t-shirt,0,T-shirt/top,folder\n")
+    (root / "web-dev").mkdir()
+    photo(seed=3).save(root / "web-dev" / "000_gen.png")
+    (root / "web-dev" / "labels.csv").write_text(
+        "file,label,class_name,difficulty,source_repo,source_path,source_commit,sha256\n"
+        "000_gen.png,0,T-shirt/top,easy,x/y,a.png,0,0\n")
+
+
+def save_tiny_model(path: Path) -> Path:
+    from fmnist.checkpoints import ModelMeta, save_model
+    from fmnist.datasets import DATASETS
+    from fmnist.models import create_model
+
+    classes = DATASETS.get("fashion-mnist").classes
+    model = create_model("baseline-small")
+    return save_model(path, model, ModelMeta("baseline-small", {}, classes, 0.286, 0.353))
+
+
+def load_photos_benchmark(monkeypatch):
+    """benchmarks/photos.py as a module (its folder on sys.path for ``_common``)."""
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    spec = importlib.util.spec_from_file_location("photos_benchmark", folder / "photos.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_real_photo_benchmark_on_generated_sets(tmp_path, monkeypatch, capsys):
+    import json
+
+    bench = load_photos_benchmark(monkeypatch)
+    write_photo_sets(tmp_path / "photos")
+    model = str(save_tiny_model(tmp_path / "model.pt"))
+    out = tmp_path / "results"
+    code = bench.main(["--models", model, "--photos", str(tmp_path / "photos"),
+                       "--variants", "current,grabcut+fill", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads((out / "photos-real-cpu.json").read_text())
+    assert doc["photos"] == {"validation": 2, "web-dev": 1}
+    assert [v["variant"] for v in doc["variants"]] == ["current", "grabcut+fill"]
+    for variant in doc["variants"]:
+        val = variant["results"][model]["validation"]
+        web = variant["results"][model]["web-dev"]
+        assert val["total"] == 2 and np.array(val["confusion"]).sum() == 2
+        assert np.array(val["confusion"]).shape == (10, 10)
+        assert val["per_class"]["Trouser"]["total"] == 1
+        assert web["per_difficulty"] == {"easy": {"correct": web["correct"], "total": 1}}
+        assert variant["ms_per_image"]["validation"] > 0
+    wrong = 2 - doc["variants"][0]["results"][model]["validation"]["correct"]
+    assert (out / "photos-real-mistakes.png").is_file() == (wrong > 0)
+    monkeypatch.delenv("FMNIST_PHOTOS_DIR", raising=False)
+    code = bench.main(["--models", model, "--photos", str(tmp_path / "nowhere"),
+                       "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "nowhere" in err and "--photos" in err
 
 
 # ----------------------------------------------------------------------------- real data

@@ -52,6 +52,7 @@ from .recipes import Recipe, resolve_recipe
 from .runs import (
     HISTORY_FIELDS,  # noqa: F401  (re-exported: fmnist.training.HISTORY_FIELDS)
     RunLock,
+    check_out,
     create_run,
     dataset_checksums,
     read_config,
@@ -364,7 +365,9 @@ def train(
             ds = run_dataset(run_dir, previous, data_dir=data_dir, offline=offline,
                              data=data)
             data_dir = data_dir or previous.get("data_dir")
-        else:  # the data first: a bad data folder leaves no run folder behind
+        else:  # check --out, then the data: a bad data folder leaves no run folder behind
+            if out is not None and ctx.is_main:
+                check_out(out, overwrite)
             ds = data or load_dataset(recipe.dataset, data_dir, offline=offline)
             recipe, augmentation = fit_augment(recipe, ds, explicit=set(overrides))
         if ctx.is_main:  # rank 0 creates (or opens) and locks the folder; the others follow
