@@ -71,7 +71,8 @@ def _parsers_training(sub) -> None:
     tr = sub.add_parser("train", help="train a recipe and write a run folder",
                         description="Train a recipe. Every recipe field can be overridden by "
                         "the flag of the same name; the resolved recipe goes to config.json.")
-    tr.add_argument("--recipe", default="fast", help="named recipe (see `fmnist recipes`)")
+    tr.add_argument("--recipe", help="named recipe (see `fmnist recipes`); default fast, or "
+                    "finetune with --init")
     tr.add_argument("--out", help="run folder (default runs/<recipe>-<timestamp>)")
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     tr.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
@@ -335,6 +336,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         return launch(args.nproc, _without_option(args.argv, "--nproc"))
     overrides = _recipe_overrides(args)
+    args.recipe = args.recipe or ("finetune" if args.recipe_init else "fast")
     callbacks: list = []
     if args.params:
         from .tune import read_params

@@ -58,6 +58,9 @@ class DatasetSpec:
     raw_md5: dict[str, str] = field(default_factory=dict)  # part -> MD5 of the unzipped file
     torch_name: str = ""  # torchvision's folder name, e.g. FashionMNIST
     description: str = ""
+    # a dataset not made of four IDX files (photos, mixes) brings its own
+    # loader(data_dir, offline=..., verify=...) -> Dataset; see fmnist.photo_data
+    loader: Callable[..., Dataset] | None = None
     files: dict[str, str] = field(
         default_factory=lambda: {
             "train_images": "train-images-idx3-ubyte.gz",
@@ -556,6 +559,8 @@ def load_dataset(
     :class:`~fmnist.errors.DataError` with what was looked for and how to fix it.
     """
     spec = name if isinstance(name, DatasetSpec) else DATASETS.get(name)
+    if spec.loader is not None:
+        return spec.loader(data_dir, offline=offline, verify=verify)
     if data_dir is not None:
         folder = Path(data_dir)
         if folder.is_dir() and _find_csvs(folder):
@@ -659,3 +664,6 @@ def summary(ds: Dataset) -> dict:
         "pixel_min": int(ds.train.images.min()),
         "pixel_max": int(ds.train.images.max()),
     }
+
+
+from . import photo_data  # noqa: E402, F401  (registers the photo datasets)
