@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fmnist.checkpoints import ModelMeta, load_model, save_model
+from fmnist.checkpoints import ModelMeta, load_model
 from fmnist.errors import ConfigError, ModelFileError
 from fmnist.finetune import (
     Freezer,
