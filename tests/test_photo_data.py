@@ -224,9 +224,18 @@ def test_photo_split_keeps_none_rows_and_dataset_drops_them(tmp_path, cache, fak
     root = write_photos(tmp_path / PHOTOS_NAME)
     split = load_photo_split("train", root, offline=True)
     assert split.labels.tolist() == [1, 7, -1] and len(split.paths) == 3
-    ds = load_dataset(PHOTOS_NAME, root, offline=True)
+    ds = load_dataset(PHOTOS_NAME, root, offline=True, verify=False)
     assert ds.train.labels.tolist() == [1, 7] and ds.test.labels.tolist() == [1]
-    assert ds.classes[7] == "Sneaker" and ds.format == "photos"
+    assert ds.classes[7] == "Sneaker" and ds.format == "photos" and not ds.verified
+
+
+def test_verify_checks_the_photos_against_the_known_digest(tmp_path, cache, fake_labels,
+                                                          monkeypatch):
+    root = write_photos(tmp_path / PHOTOS_NAME)
+    with pytest.raises(DataError, match="download again"):
+        load_dataset(PHOTOS_NAME, root, offline=True)  # not the real photos
+    monkeypatch.setattr(photo_data, "CONTENT_SHA256", content_digest(root, ROWS))
+    assert load_dataset(PHOTOS_NAME, root, offline=True).verified
 
 
 def test_fashion_mnist_plus_photos_repeats_photos_and_keeps_the_test_set(
@@ -234,7 +243,7 @@ def test_fashion_mnist_plus_photos_repeats_photos_and_keeps_the_test_set(
     root = write_photos(tmp_path / PHOTOS_NAME)
     monkeypatch.setenv("FMNIST_PHOTOS_DIR", str(root))
     base = load_dataset("fashion-mnist", learnable_csv_dir)
-    ds = photo_data.load_fashion_mnist_with_photos(learnable_csv_dir, repeat=3)
+    ds = photo_data.load_fashion_mnist_with_photos(learnable_csv_dir, repeat=3, verify=False)
     assert ds.name == MIXED_NAME
     assert len(ds.train) == len(base.train) + 3 * 2
     assert ds.train.labels[len(base.train):].tolist() == [1, 7] * 3
@@ -243,7 +252,7 @@ def test_fashion_mnist_plus_photos_repeats_photos_and_keeps_the_test_set(
     monkeypatch.delenv("FMNIST_PHOTOS_DIR")
     monkeypatch.setenv("FMNIST_DATA_DIR", str(tmp_path / "nothing"))
     with pytest.raises(DataError, match="fashion-mnist"):
-        load_dataset(MIXED_NAME, root, offline=True)
+        load_dataset(MIXED_NAME, root, offline=True, verify=False)
 
 
 def test_mix_appends_the_photos_repeat_times():

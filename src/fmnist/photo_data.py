@@ -200,6 +200,18 @@ def content_digest(root: str | os.PathLike, rows: Sequence[PhotoRow] | None = No
     return listing_digest(rows, file_digests(Path(root), rows))
 
 
+def verify_photos(root: Path) -> dict[str, str]:
+    """``{root: "ok"}`` when the labelled photos are the source's, byte for byte; else raise."""
+    found = content_digest(root)
+    if found != CONTENT_SHA256:
+        raise DataError(
+            f"{root}: the photos' SHA-256 listing is {found}, expected {CONTENT_SHA256}; some "
+            f"photos differ from {SOURCE_REPO} at {SOURCE_COMMIT[:7]}: restore them, or delete "
+            "the folder and download again."
+        )
+    return {str(root): "ok"}
+
+
 # --------------------------------------------------------------------------- downloading
 
 
@@ -350,13 +362,12 @@ def load_photo_split(
 def load_clothing_photos(data_dir: str | os.PathLike | None = None, *, offline: bool = False,
                          verify: bool = True) -> Dataset:
     """The ``clothing-dataset-small`` dataset: labelled train/ photos, labelled validation/
-    photos as the test split. (``verify`` is accepted for the registry; the cache key
-    already checks every photo's SHA-256.)"""
+    photos as the test split; ``verify`` checks the photos against :data:`CONTENT_SHA256`."""
     train = load_photo_split("train", data_dir, offline=offline)
     test = load_photo_split("test", data_dir, offline=offline)
     root = locate_photos(data_dir, offline=True)
     return Dataset(PHOTOS_NAME, DATASETS.get(PHOTOS_NAME).classes, train.labelled(),
-                   test.labelled(), root, "photos")
+                   test.labelled(), root, "photos", verify_photos(root) if verify else {})
 
 
 def mix(base: Split, photos: Split, repeat: int) -> Split:
@@ -379,9 +390,11 @@ def load_fashion_mnist_with_photos(
     photo_dir = photos_in(Path(data_dir)) if data_dir is not None else None
     fmnist = load_dataset("fashion-mnist", None if photo_dir else data_dir,
                           offline=offline, verify=verify)
-    photos = load_photo_split("train", photo_dir, offline=offline).labelled()
-    return Dataset(MIXED_NAME, fmnist.classes, mix(fmnist.train, photos, repeat), fmnist.test,
-                   fmnist.source, "idx+photos", dict(fmnist.checksums))
+    photos = load_photo_split("train", photo_dir, offline=offline)
+    checksums = {**fmnist.checksums,
+                 **(verify_photos(locate_photos(photo_dir, offline=True)) if verify else {})}
+    return Dataset(MIXED_NAME, fmnist.classes, mix(fmnist.train, photos.labelled(), repeat),
+                   fmnist.test, fmnist.source, "idx+photos", checksums)
 
 
 _FMNIST_CLASSES = DATASETS.get("fashion-mnist").classes

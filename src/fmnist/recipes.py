@@ -124,6 +124,10 @@ class Recipe:
                 f"recipe {self.name!r}: freeze_epochs={self.freeze_epochs} needs a trained "
                 "model to start from; add --init RUN (a run folder or model.pt)."
             )
+        if self.init is not None:  # fail before a run folder is made
+            from .checkpoints import read_model_file, resolve_model_path
+
+            read_model_file(resolve_model_path(self.init))
         return self
 
     def to_dict(self) -> dict[str, Any]:
