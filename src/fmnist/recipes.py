@@ -220,13 +220,16 @@ _add(Recipe(
 # `photo`: fast's net and schedule on Fashion-MNIST + the clothing-dataset-small training
 # photos (fmnist.photo_data), all through the preprocessing `fmnist predict` uses. Chosen by
 # accuracy on the real photos of clothing-dataset-small validation/ and web-dev/ (measure
-# only, never trained on); figures and commands in the README.
+# only, never trained on), figures and commands in the README; seed 0, 4 epochs:
+#   flips, photos x4: FMNIST test 92.89%, validation/ 68.2%, web-dev/ 65.6% (easy 75.2%)
+#   flips + affine:0.5, photos x4: 91.62%, 66.8%, 68.8% (easy 81.6%): below 92% on FMNIST
+#   (`fast`, Fashion-MNIST only: 92.46%, 44.8%, 68.2%)
 _add(Recipe(
     name="photo", model="fastnet",
     model_kwargs={"widths": (32, 64, 128), "residual": False, "stem": "whiten"},
     dataset="fashion-mnist+photos", optimizer="sgd", lr=0.35, momentum=0.9, nesterov=True,
     weight_decay=3.5e-4, batch_size=256, epochs=4, schedule="onecycle", warmup_epochs=1,
-    label_smoothing=0.1, augment=("flip", "affine:0.5"), tta=True,
+    label_smoothing=0.1, augment=("flip",), tta=True,
     description="fast on Fashion-MNIST + real clothing photos: the model for photos",
 ))
 _add(Recipe(
