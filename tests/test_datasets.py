@@ -30,8 +30,9 @@ from fmnist.datasets import (
 from fmnist.errors import ConfigError, DataError
 
 
-def test_registry_lists_the_three_datasets_and_rejects_typos():
-    assert list_datasets() == ["fashion-mnist", "mnist", "kmnist"]
+def test_registry_lists_the_datasets_and_rejects_typos():
+    assert list_datasets() == ["fashion-mnist", "mnist", "kmnist", "clothing-dataset-small",
+                               "fashion-mnist+photos"]
     with pytest.raises(ConfigError, match="Did you mean 'fashion-mnist'"):
         load_dataset("fashion-mnsit")
 

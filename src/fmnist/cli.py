@@ -80,7 +80,8 @@ def _parsers_training(sub) -> None:
     tr = sub.add_parser("train", help="train a recipe and write a run folder",
                         description="Train a recipe. Every recipe field can be overridden by "
                         "the flag of the same name; the resolved recipe goes to config.json.")
-    tr.add_argument("--recipe", default="fast", help="named recipe (see `fmnist recipes`)")
+    tr.add_argument("--recipe", help="named recipe (see `fmnist recipes`); default fast, or "
+                    "finetune with --init")
     tr.add_argument("--out", help="run folder, new or empty (default runs/<recipe>-<timestamp>)")
     tr.add_argument("--overwrite", action="store_true",
                     help="let --out replace an earlier run (never a folder holding other files)")
@@ -363,6 +364,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise FmnistError(f"--nproc {args.nproc}: the number of processes must be at least "
                           "1; drop --nproc to train in one process.")
     overrides = _recipe_overrides(args)
+    args.recipe = args.recipe or ("finetune" if args.recipe_init else "fast")
     callbacks: list = []
     if args.params:
         from .tune import read_params

@@ -99,6 +99,9 @@ class DatasetSpec:
     torch_name: str = ""  # torchvision's folder name, e.g. FashionMNIST
     description: str = ""
     augment_policy: AugmentPolicy = AugmentPolicy()
+    # a dataset not made of four IDX files (photos, mixes) brings its own
+    # loader(data_dir, offline=..., verify=...) -> Dataset; see fmnist.photo_data
+    loader: Callable[..., Dataset] | None = None
     files: dict[str, str] = field(
         default_factory=lambda: {
             "train_images": "train-images-idx3-ubyte.gz",
@@ -656,6 +659,8 @@ def load_dataset(
     to fix it; the result has passed :func:`validate_dataset`.
     """
     spec = name if isinstance(name, DatasetSpec) else DATASETS.get(name)
+    if spec.loader is not None:
+        return validate_dataset(spec.loader(data_dir, offline=offline, verify=verify))
     if data_dir is not None:
         ds = _load_explicit(spec, Path(data_dir), offline=offline, verify=verify)
     else:
@@ -855,3 +860,6 @@ def summary(ds: Dataset) -> dict:
         "label_preserving_augment": (None if ds.augment_policy.label_preserving is None
                                      else list(ds.augment_policy.label_preserving)),
     }
+
+
+from . import photo_data  # noqa: E402, F401  (registers the photo datasets)

@@ -46,6 +46,7 @@ from .distributed import DistContext
 from .distributed import setup as setup_distributed
 from .errors import ConfigError, FmnistError
 from .evaluation import metrics_from_probs, normalize_batch, predict_probs
+from .finetune import Freezer, apply_init, load_init, recipe_for_init
 from .models import count_params, create_model
 from .progress import Progress
 from .recipes import Recipe, resolve_recipe
@@ -474,6 +475,10 @@ def _train(
 
     train_split, val_split, test_split = prepare_data(recipe, ds)
     mean, std = ds.mean, ds.std
+    init = load_init(recipe)  # fine-tuning (fmnist.finetune): its architecture and inputs
+    if init is not None:
+        recipe = recipe_for_init(recipe, init)
+        mean, std = init.meta.mean, init.meta.std
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
 
     model = create_model(recipe.model, num_classes=ds.num_classes, **recipe.model_kwargs)
@@ -487,6 +492,7 @@ def _train(
         # data-dependent initialization (e.g. fastnet's whitening stem) from a fixed sample
         sample = torch.from_numpy(train_split.images[:DATA_INIT_IMAGES]).to(dev)
         model.init_from_data(normalize_batch(sample, mean, std))
+    init_info = apply_init(model, init, ds.classes) if init is not None else None
     net: nn.Module = model
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(
@@ -495,6 +501,10 @@ def _train(
     steps_per_epoch = math.ceil(len(train_split) / recipe.batch_size)
     optimizer = make_optimizer(recipe, model)
     scheduler = make_scheduler(recipe, optimizer, steps_per_epoch)
+    if recipe.freeze_epochs and ctx.enabled:
+        raise ConfigError("freeze_epochs does not work with --nproc (DDP needs every "
+                          "parameter to get a gradient); set --freeze-epochs 0 or drop --nproc.")
+    freezer = Freezer(model, ds.num_classes, recipe.freeze_epochs) if init is not None else None
     ema = EMA(model, recipe.ema_decay) if recipe.ema_decay else None
     stopper = EarlyStopping(recipe.resolved_monitor, recipe.patience, recipe.min_delta)
     augment = build_augment(recipe.augment)
@@ -532,6 +542,7 @@ def _train(
         },
         "augmentation": augmentation,
         "params": count_params(model),
+        "init": init_info,
         "steps_per_epoch": steps_per_epoch,
         "distributed": {
             "world_size": ctx.world_size,
@@ -584,6 +595,8 @@ def _train(
                 gen.set_state(partial["gen"])
                 meters = {k: partial[k] for k in meters}
             model.train()
+            if freezer is not None:
+                freezer.start_epoch(epoch)
             t0 = time.perf_counter()
             with Progress(f"epoch {epoch}/{recipe.epochs}", steps_per_epoch,
                           enabled=ctx.is_main) as bar:
