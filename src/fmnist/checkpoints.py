@@ -86,6 +86,9 @@ class ModelMeta:
     dataset: str = "fashion-mnist"
     recipe: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # fmnist.calibration: logits are divided by this; fmnist.ood: OodScorer.to_meta() or {}
+    temperature: float = 1.0
+    ood: dict[str, Any] = field(default_factory=dict)
     fmnist_version: str = ""
     created: str = ""
 
