@@ -146,3 +146,25 @@ def test_predict_json_and_text_say_when_an_input_is_unlike_the_classes(
     line = capsys.readouterr().out.strip()
     assert "doesn't look like any of the 10 classes; best guesses: " in line
     assert line.count("%") == 3  # the best guesses are still shown
+
+
+def test_api_predict_gives_the_same_fields_as_predict_json(run_dir, learnable_dataset):
+    from fastapi.testclient import TestClient
+
+    from fmnist.serve.app import create_app
+
+    pngs = []
+    for name, image in (("good.png", learnable_dataset.test.images[0]),
+                        ("odd.png", _odd_images()[0])):
+        buf = __import__("io").BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        pngs.append(("files", (name, buf.getvalue(), "image/png")))
+    p = Predictor.from_path(run_dir, device="cpu")
+    expected = p.scored_of(np.stack([learnable_dataset.test.images[0], _odd_images()[0]]))[1]
+    with TestClient(create_app(run_dir, device="cpu")) as client:
+        r = client.post("/api/predict", files=pngs)
+    assert r.status_code == 200
+    good, odd = r.json()
+    assert [good["ood_score"], odd["ood_score"]] == pytest.approx(expected.tolist(), rel=1e-5)
+    assert good["in_distribution"] is True and odd["in_distribution"] is False
+    assert odd["unsure"] is True and len(odd["predictions"]) == 3

@@ -122,9 +122,9 @@ def _parsers_inference(sub) -> None:
         description="Predict image files (folders are walked recursively for image files). "
         "Prints one line per file: `path: Class (p%), ...`, prefixed with `not sure; best "
         "guesses:` when the calibrated top probability is under 60% and with `doesn't look "
-        "like any of the classes; best guesses:` when the image is out of distribution. A file that cannot be read is "
-        "reported on stderr and the rest go on. Exit code 0: all predicted, 1: some files "
-        "failed, 2: usage error (bad model path, no images).")
+        "like any of the N classes; best guesses:` when the image is out of distribution. "
+        "A file that cannot be read is reported on stderr and the rest go on. Exit code 0: "
+        "all predicted, 1: some files failed, 2: usage error (bad model path, no images).")
     pr.add_argument("model", metavar="MODEL", help="run folder, model.pt or model.onnx")
     pr.add_argument("inputs", nargs="+", metavar="IMG_OR_DIR", help="image files or folders")
     pr.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")

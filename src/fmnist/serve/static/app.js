@@ -24,6 +24,7 @@
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const m = await res.json();
       Object.assign(limits, m.limits || {});
+      limits.classes = (m.classes || []).length || limits.classes;
       const acc = typeof m.test_accuracy === "number" ? pct(m.test_accuracy) : "not evaluated";
       const rows = [
         ["Model", m.arch || "?"],
@@ -106,6 +107,17 @@
     const best = r.predictions[0];
     li.querySelector(".top-class").textContent = best.class;
     li.querySelector(".top-prob").textContent = pct(best.probability);
+    // honest answers: an input unlike the training data, or a low calibrated probability,
+    // is said so; the best guesses stay visible in the bars below
+    const classes = limits.classes || "known";
+    if (r.in_distribution === false) {
+      li.querySelector(".top-class").textContent = `Doesn't look like any of the ${classes} classes`;
+      li.querySelector(".top-prob").textContent = `best guess: ${best.class} ${pct(best.probability)}`;
+      li.dataset.honest = "ood";
+    } else if (r.unsure) {
+      li.querySelector(".top-class").textContent = `Not sure: ${best.class}?`;
+      li.dataset.honest = "unsure";
+    }
     li.querySelector(".time").textContent = `${r.ms.toFixed(1)} ms`;
     li.dataset.predicted = best.class;
     if (r.image) {
