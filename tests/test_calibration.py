@@ -175,3 +175,14 @@ def test_cli_calibrate_missing_run_is_one_line_error(tmp_path: Path, capsys):
     code = main(["calibrate", str(tmp_path / "nope")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "nope" in err[0]
+
+
+def test_report_shows_reliability_before_and_after(run_dir: Path, learnable_dataset):
+    from fmnist.report import write_report
+
+    html = write_report(run_dir, dataset=learnable_dataset, device="cpu").read_text()
+    assert (run_dir / "plots" / "reliability_before.png").is_file()
+    assert (run_dir / "plots" / "reliability_after.png").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert f"Temperature {metrics['calibration']['temperature']:.3f}" in html
+    assert f"after the temperature: ECE {metrics['calibration']['after']['ece']:.2%}" in html
