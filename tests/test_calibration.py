@@ -145,7 +145,7 @@ def test_model_pt_round_trip_and_metrics_before_after(run_dir: Path):
     _, meta = load_model(run_dir)
     payload = torch.load(run_dir / "model.pt", weights_only=True)
     assert payload["meta"]["temperature"] == meta.temperature and meta.temperature != 1.0
-    assert meta.ood["method"] == "mahalanobis" and np.isfinite(meta.ood["threshold"])
+    assert meta.ood["method"] == "relative" and np.isfinite(meta.ood["threshold"])
     d = payload["meta"]["ood"]["whiten"].shape[0]
     assert meta.ood["whiten"].shape == (d, d) and meta.ood["means"].shape == (10, d)
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -19,6 +19,7 @@ from fmnist.ood import (
     auroc,
     feature_tap,
     fit_gaussian,
+    fit_scorer,
     fpr_at_tpr,
     last_linear,
     threshold_for,
@@ -39,10 +40,10 @@ def test_mahalanobis_separates_constructed_in_and_out_features():
     f_in, _ = _clusters(1000, 1)
     f_out, _ = _clusters(1000, 2, shift=np.array([0, 12.0, 0, 0, -12.0, 0, 0, 0]))
     whiten, means = fit_gaussian(f_train, y_train, num_classes=3)
-    scorer = OodScorer("mahalanobis", whiten, means, threshold=0.0)
+    plain = OodScorer("mahalanobis", {"whiten": whiten, "means": means}, threshold=0.0)
     no_logits = torch.zeros(1000, 3)
-    s_in = scorer(torch.as_tensor(f_in), no_logits).numpy()
-    s_out = scorer(torch.as_tensor(f_out), no_logits).numpy()
+    s_in = plain(torch.as_tensor(f_in), no_logits).numpy()
+    s_out = plain(torch.as_tensor(f_out), no_logits).numpy()
     assert auroc(s_in, s_out) > 0.99
     assert fpr_at_tpr(s_in, s_out) < 0.02
     t = threshold_for(s_in)
@@ -51,8 +52,28 @@ def test_mahalanobis_separates_constructed_in_and_out_features():
     assert np.median(s_in) == pytest.approx(1.0, rel=0.25)
 
 
+def test_relative_scorer_is_standardized_and_accepts_95_percent_of_held_out_data():
+    f_train, y_train = _clusters(3000, 0)
+    f_held, _ = _clusters(1000, 1)
+    f_in, _ = _clusters(2000, 3)
+    f_out, _ = _clusters(1000, 2, shift=np.array([0, 12.0, 0, 0, -12.0, 0, 0, 0]))
+    held = torch.as_tensor(f_held, dtype=torch.float32)
+    scorer = fit_scorer(f_train, y_train, 3, held, torch.zeros(len(held), 3))
+    assert scorer.method == "relative"
+    parts = scorer.parts(held)
+    torch.testing.assert_close(parts.median(0).values, scorer.center)  # standardized on held
+    s_held = scorer(held, None).numpy()
+    assert (s_held <= scorer.threshold).mean() == pytest.approx(0.95, abs=0.002)
+    s_in = scorer(torch.as_tensor(f_in, dtype=torch.float32), None).numpy()
+    s_out = scorer(torch.as_tensor(f_out, dtype=torch.float32), None).numpy()
+    assert (s_in <= scorer.threshold).mean() == pytest.approx(0.95, abs=0.02)  # fresh data
+    assert auroc(s_in, s_out) > 0.99 and (s_out > scorer.threshold).mean() > 0.98
+    again = OodScorer.from_meta(scorer.to_meta())
+    torch.testing.assert_close(again(held, None), scorer(held, None))
+
+
 def test_energy_score_is_higher_for_flat_logits():
-    scorer = OodScorer("energy", torch.eye(2), torch.zeros(3, 2), threshold=0.0)
+    scorer = OodScorer("energy", {}, threshold=0.0)
     confident = torch.tensor([[10.0, 0.0, 0.0]])
     flat = torch.tensor([[0.1, 0.0, 0.1]])
     assert scorer(None, flat) > scorer(None, confident)

@@ -180,7 +180,7 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
     OOD class means and covariance see up to :data:`fmnist.ood.FIT_IMAGES` ``train`` images.
     """
     from .checkpoints import ModelMeta
-    from .ood import DEFAULT_METHOD, FIT_IMAGES, OodScorer, fit_gaussian, threshold_for
+    from .ood import DEFAULT_METHOD, FIT_IMAGES, fit_scorer
 
     model = model.float()
     kw = {"mean": meta.mean, "std": meta.std, "device": device}
@@ -190,10 +190,8 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
         _, keep = stratified_split(train.labels, FIT_IMAGES / len(train), 0)
         train = train.subset(keep)
     _, train_feats = view_logits_and_features(model, train.images, **kw)
-    whiten, means = fit_gaussian(train_feats.numpy(), train.labels, len(meta.classes))
-    scorer = OodScorer(method or DEFAULT_METHOD, whiten, means, threshold=0.0)
-    cal_scores = scorer(cal_feats, cal_logits[0]).numpy()
-    scorer.threshold = threshold_for(cal_scores)
+    scorer = fit_scorer(train_feats.numpy(), train.labels, len(meta.classes), cal_feats,
+                        cal_logits[0], method or DEFAULT_METHOD)
     labels = calibration.labels
     before = _served_probs(cal_logits.double(), 1.0).numpy()
     after = _served_probs(cal_logits.double(), temperature).numpy()

@@ -26,8 +26,8 @@ from torch import nn
 
 from .errors import ConfigError
 
-METHODS = ("mahalanobis", "energy")
-DEFAULT_METHOD = "mahalanobis"
+METHODS = ("relative", "mahalanobis", "energy")
+DEFAULT_METHOD = "relative"
 ACCEPT_RATE = 0.95
 """Share of held-out in-distribution images the threshold accepts."""
 FIT_IMAGES = 20000
@@ -60,43 +60,61 @@ def feature_tap(model: nn.Module) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
+def _nearest(features: torch.Tensor, whiten: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """(N,) squared whitened distance to the nearest of ``means``, per dimension."""
+    g = features @ whiten  # (N, D)
+    d = (g.unsqueeze(1) - means.unsqueeze(0)).pow(2).sum(-1)  # (N, K)
+    return d.min(dim=1).values / g.shape[1]
+
+
 class OodScorer(nn.Module):
     """(features, logits) -> (N,) score; higher = less like the training data.
 
-    ``whiten`` (D, D) is a factor of the shared precision matrix (P = W W^T) and
-    ``means`` (C, D) the whitened class means, so the squared Mahalanobis distance is a
-    plain squared Euclidean one, exact in float32 and exportable to ONNX.
+    ``relative`` (the default) adds two standardized parts: the relative Mahalanobis
+    distance (nearest class mean minus one Gaussian over all training features, Ren et al.
+    2021) and the Mahalanobis distance of L2-normalized features. Each Gaussian is stored
+    as a whitening factor of its precision (P = W W^T) and whitened means, so every
+    distance is a plain squared Euclidean one, exact in float32 and exportable to ONNX.
+    ``mahalanobis`` is the first term alone, ``energy`` is ``-logsumexp(logits)``.
     """
 
-    def __init__(self, method: str, whiten: torch.Tensor, means: torch.Tensor,
-                 threshold: float) -> None:
+    STATS = ("whiten", "means", "whiten_all", "mean_all", "whiten_norm", "means_norm",
+             "center", "scale")
+
+    def __init__(self, method: str, stats: dict[str, torch.Tensor], threshold: float) -> None:
         super().__init__()
         if method not in METHODS:
             raise ConfigError(f"unknown OOD method {method!r}; choose {', '.join(METHODS)}.")
         self.method = method
         self.threshold = float(threshold)
-        self.register_buffer("whiten", whiten.float())
-        self.register_buffer("means", means.float())
+        for name in self.STATS:
+            self.register_buffer(name, torch.as_tensor(stats.get(name, torch.zeros(0))).float())
+
+    def parts(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, 2): relative Mahalanobis and normalized-feature Mahalanobis, unstandardized."""
+        f = features.float()
+        rel = _nearest(f, self.whiten, self.means) - _nearest(f, self.whiten_all, self.mean_all)
+        unit = torch.nn.functional.normalize(f, dim=1)
+        return torch.stack([rel, _nearest(unit, self.whiten_norm, self.means_norm)], 1)
 
     def forward(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         if self.method == "energy":
             return -torch.logsumexp(logits.float(), dim=1)  # (N,)
-        g = features.float() @ self.whiten  # (N, D)
-        d = (g.unsqueeze(1) - self.means.unsqueeze(0)).pow(2).sum(-1)  # (N, C)
-        return d.min(dim=1).values / g.shape[1]  # (N,) mean squared whitened distance
+        if self.method == "mahalanobis":
+            return _nearest(features.float(), self.whiten, self.means)
+        return ((self.parts(features) - self.center) / self.scale).sum(1)  # (N,)
 
     def to_meta(self) -> dict[str, Any]:
         """The plain dict stored as ``ModelMeta.ood``."""
         return {"method": self.method, "threshold": self.threshold,
-                "whiten": self.whiten.detach().cpu(), "means": self.means.detach().cpu()}
+                **{name: getattr(self, name).detach().cpu() for name in self.STATS}}
 
     @classmethod
     def from_meta(cls, d: dict[str, Any] | None) -> OodScorer | None:
         """The scorer stored in a model's metadata, or None for a model without one."""
         if not d:
             return None
-        return cls(d["method"], torch.as_tensor(d["whiten"]), torch.as_tensor(d["means"]),
-                   d["threshold"])
+        return cls(d["method"], {k: d[k] for k in cls.STATS if k in d}, d["threshold"])
 
 
 def fit_gaussian(features: np.ndarray, labels: np.ndarray,
@@ -119,6 +137,30 @@ def fit_gaussian(features: np.ndarray, labels: np.ndarray,
     if missing:  # a class absent from the fit never is the nearest one
         means_w[missing] = float("inf")
     return whiten.float(), means_w.float()
+
+
+def fit_scorer(train_features: np.ndarray, train_labels: np.ndarray, num_classes: int,
+               held_features: torch.Tensor, held_logits: torch.Tensor,
+               method: str = DEFAULT_METHOD) -> OodScorer:
+    """Gaussians from training features; standardization and threshold from held-out
+    in-distribution features (so :data:`ACCEPT_RATE` of those are accepted)."""
+    f = np.asarray(train_features, np.float64)
+    unit = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    whiten, means = fit_gaussian(f, train_labels, num_classes)
+    whiten_all, mean_all = fit_gaussian(f, np.zeros(len(f), int), 1)
+    whiten_norm, means_norm = fit_gaussian(unit, train_labels, num_classes)
+    stats = {"whiten": whiten, "means": means, "whiten_all": whiten_all, "mean_all": mean_all,
+             "whiten_norm": whiten_norm, "means_norm": means_norm,
+             "center": torch.zeros(2), "scale": torch.ones(2)}
+    scorer = OodScorer(method, stats, threshold=0.0)
+    with torch.no_grad():
+        parts = scorer.parts(held_features)
+        center = parts.median(0).values
+        scale = (parts.quantile(ACCEPT_RATE, dim=0) - center).clamp_min(1e-6)
+        scorer.center.copy_(center)
+        scorer.scale.copy_(scale)
+        scorer.threshold = threshold_for(scorer(held_features, held_logits).numpy())
+    return scorer
 
 
 def threshold_for(scores: np.ndarray, accept: float = ACCEPT_RATE) -> float:
