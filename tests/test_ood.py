@@ -111,7 +111,7 @@ def run_dir(tiny_run_copy) -> Path:
 def onnx_file(run_dir: Path, learnable_dataset) -> Path:
     from fmnist.export import export_onnx
 
-    return export_onnx(run_dir, dataset=learnable_dataset).path
+    return export_onnx(run_dir, dataset=learnable_dataset, quantize="int8").path
 
 
 def _odd_images() -> np.ndarray:
@@ -189,3 +189,16 @@ def test_api_predict_gives_the_same_fields_as_predict_json(run_dir, learnable_da
     assert [good["ood_score"], odd["ood_score"]] == pytest.approx(expected.tolist(), rel=1e-5)
     assert good["in_distribution"] is True and odd["in_distribution"] is False
     assert odd["unsure"] is True and len(odd["predictions"]) == 3
+
+
+def test_int8_graph_keeps_the_score_in_float(onnx_file, learnable_dataset):
+    """The distances stay fp32 in the int8 graph; only the shared features are quantized."""
+    from fmnist.export import int8_path_for
+
+    images = np.concatenate([learnable_dataset.test.images[:200], _odd_images()])
+    fp32 = Predictor.from_path(onnx_file)
+    int8 = Predictor.from_path(int8_path_for(onnx_file))
+    s32, s8 = fp32.scored_of(images)[1], int8.scored_of(images)[1]
+    assert np.corrcoef(s32, s8)[0, 1] > 0.9
+    same = np.equal(fp32.in_distribution(s32), int8.in_distribution(s8))
+    assert same.mean() >= 0.9 and not any(int8.in_distribution(s8[-3:]))
