@@ -143,14 +143,18 @@ def calibration_split(train: Split, val: Split | None, seed: int
 @torch.no_grad()
 def view_logits_and_features(model: nn.Module, images: np.ndarray, *, mean: float, std: float,
                              device: torch.device | str = "cpu", tta: bool = False,
+                             bf16: bool = False, channels_last: bool = True,
                              batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """(V, N, C) float32 logits of every view the recipe serves (V = 10 with TTA, else 1)
-    and the (N, D) penultimate features of the un-augmented view, in fp32."""
+    and the (N, D) penultimate features of the un-augmented view, with the same precision
+    and memory format as :func:`fmnist.evaluation.predict_probs`."""
+    from .devices import autocast
     from .evaluation import normalize_batch
     from .metrics import tta_probs
     from .ood import feature_tap
 
     device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     logits, feats = [], []
     model.eval()
     with feature_tap(model) as tap:
@@ -160,7 +164,8 @@ def view_logits_and_features(model: nn.Module, images: np.ndarray, *, mean: floa
             views: list[torch.Tensor] = []
 
             def forward(v: torch.Tensor, views=views, x=x) -> torch.Tensor:
-                out = model(v).float()
+                with autocast(device, bf16):
+                    out = model(v.contiguous(memory_format=memory_format)).float()
                 if v is x:
                     feats.append(tap[0].float().cpu())
                 views.append(out.cpu())
@@ -208,14 +213,16 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
 
 
 def served_before_after(model: nn.Module, meta: Any, images: np.ndarray, *, tta: bool,
-                        device: torch.device | str = "cpu"
+                        device: torch.device | str = "cpu", bf16: bool = False,
+                        channels_last: bool = True,
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """One pass over ``images``: served probabilities at T = 1 and at ``meta.temperature``
     (each (N, C)), and the (N,) OOD scores (None for a model without a scorer)."""
     from .ood import OodScorer
 
     logits, feats = view_logits_and_features(model.float(), images, mean=meta.mean,
-                                             std=meta.std, device=device, tta=tta)
+                                             std=meta.std, device=device, tta=tta, bf16=bf16,
+                                             channels_last=channels_last)
     p1 = _served_probs(logits.double(), 1.0).numpy()
     pt = _served_probs(logits.double(), meta.temperature).numpy()
     scorer = OodScorer.from_meta(meta.ood)
@@ -255,10 +262,11 @@ def calibrate_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
                                     tta=run.recipe.tta, device=run.device)
     t0 = time.perf_counter()
     p1, pt, scores = served_before_after(run.model, meta, test.images, tta=run.recipe.tta,
-                                         device=run.device)
+                                         device=run.device, bf16=run.bf16,
+                                         channels_last=run.recipe.channels_last)
     metrics = {"split": "test", **metrics_from_probs(
         pt, test.labels, run.classes, seconds=time.perf_counter() - t0, tta=run.recipe.tta,
-        bf16=False, device=run.device), **calibration_block(meta, test.labels, p1, pt, scores)}
+        bf16=run.bf16, device=run.device), **calibration_block(meta, test.labels, p1, pt, scores)}
     metrics["calibration"].update({**info, **summary})
     meta = type(meta).from_dict({**meta.to_dict(), "metrics": {
         **meta.metrics, "test_acc": metrics["accuracy"], "test_loss": metrics["loss"]}})

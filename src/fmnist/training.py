@@ -680,7 +680,8 @@ def _train(
         shard = np.arange(len(test_split))[ctx.shard(len(test_split))]
         if cal_split is not None:
             part = served_before_after(final, meta, test_split.images[shard], tta=recipe.tta,
-                                       device=dev)
+                                       device=dev, bf16=bf16,
+                                       channels_last=recipe.channels_last)
         else:
             part = (None, predict_probs(
                 final, test_split.images[shard], mean=mean, std=std, device=dev, bf16=bf16,
@@ -692,7 +693,7 @@ def _train(
                 [q[i] for q in parts]) for i in range(3))
             test_metrics = metrics_from_probs(
                 pt, test_split.labels, classes, seconds=time.perf_counter() - t0,
-                tta=recipe.tta, bf16=bf16 and cal_split is None, device=dev)
+                tta=recipe.tta, bf16=bf16, device=dev)
             if cal_split is not None:
                 test_metrics.update(calibration_block(meta, test_split.labels, p1, pt, scores))
                 test_metrics["calibration"].update(cal_info)
