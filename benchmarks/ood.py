@@ -13,7 +13,7 @@ data): ``msp`` (1 - calibrated max probability), ``energy`` (-logsumexp of the l
 :class:`fmnist.ood.OodScorer` (relative Mahalanobis + normalized-feature Mahalanobis). The stored
 threshold's rejection rates are reported beside them, as is the cost of the score::
 
-    python benchmarks/ood.py runs/fast --photos ../shared/photos
+    python benchmarks/ood.py runs/fast --photos ../shared/photos --threads 1
 
 writes ``benchmarks/results/ood-cpu.json``.
 """
@@ -119,21 +119,27 @@ def all_scores(model, meta, images: np.ndarray, bank: torch.Tensor, device) -> d
             "stored": OodScorer.from_meta(meta.ood)(feats, z).numpy()}
 
 
-def score_cost(model, meta, images: np.ndarray, device, repeats: int = 3) -> dict:
-    """ms per image of the torch forward with and without the stored score (batch 256)."""
+def score_cost(model, meta, images: np.ndarray, device, repeats: int = 5) -> dict:
+    """ms per image of the torch forward with and without the stored score (batch 256,
+    best of ``repeats``, the two interleaved so machine load hits both alike), and of the
+    scorer alone on (256, D) features."""
     from fmnist.evaluation import predict_scored
 
     scorer = OodScorer.from_meta(meta.ood)
     kw = {"mean": meta.mean, "std": meta.std, "device": device, "batch_size": 256}
-    out = {}
-    for name, s in (("without_score", None), ("with_score", scorer)):
-        best = float("inf")
-        for _ in range(repeats):
+    best = {"without_score": float("inf"), "with_score": float("inf")}
+    for _ in range(repeats):
+        for name, s in (("without_score", None), ("with_score", scorer)):
             t0 = time.perf_counter()
             predict_scored(model, images, scorer=s, **kw)
-            best = min(best, time.perf_counter() - t0)
-        out[f"ms_per_image_{name}"] = round(1000 * best / len(images), 4)
-    return out
+            best[name] = min(best[name], time.perf_counter() - t0)
+    feats = torch.randn(256, scorer.whiten.shape[0], device=device)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        scorer.to(device)(feats, None)
+    alone = (time.perf_counter() - t0) / (20 * 256)
+    return {**{f"ms_per_image_{k}": round(1000 * v / len(images), 4) for k, v in best.items()},
+            "ms_per_image_scorer_alone": round(1000 * alone, 4)}
 
 
 def main() -> None:
@@ -142,10 +148,13 @@ def main() -> None:
     ap.add_argument("--photos", type=Path, help="folder holding clothing-dataset-small/")
     ap.add_argument("--data-dir", help="Fashion-MNIST folder (default: the usual search)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's); "
+                    "1 gives steadier timings on a busy machine")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = select_device(args.device)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, meta = load_model(args.run, device)
     if not meta.ood:
         raise SystemExit(f"{args.run}: no OOD scorer in model.pt; run `fmnist calibrate`.")
@@ -175,7 +184,8 @@ def main() -> None:
             "stored_threshold_rejects_out": round(float((b["stored"] > t).mean()), 4),
         }
         log.info("%-14s %s", name, {k: v for k, v in table[name].items() if "auroc" in k})
-    payload = {"run": str(args.run), "recipe": meta.recipe, "temperature": meta.temperature,
+    payload = {"run": str(args.run), "recipe": meta.recipe, "threads": torch.get_num_threads(),
+               "temperature": meta.temperature,
                "ood_method": meta.ood["method"], "threshold": t, "knn_k": KNN_K,
                "sets": table, "cost": score_cost(model, meta, ds.test.images[:2048], device)}
     path = write_result("ood", device, payload)

@@ -126,7 +126,9 @@ def ood(doc: dict) -> str:
     cost = doc["cost"]
     return ("\n".join(lines) + f"\n\nScore cost (torch, batch 256): "
             f"{cost['ms_per_image_without_score']:.3f} ms/image without, "
-            f"{cost['ms_per_image_with_score']:.3f} ms/image with it.\n\n" + _machine(doc))
+            f"{cost['ms_per_image_with_score']:.3f} ms/image with it "
+            f"(the scorer alone: {cost['ms_per_image_scorer_alone']:.4f} ms/image).\n\n"
+            + _machine(doc))
 
 
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
