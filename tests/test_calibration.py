@@ -157,6 +157,23 @@ def test_model_pt_round_trip_and_metrics_before_after(run_dir: Path):
     assert 0.0 <= metrics["ood"]["rejected"] <= 0.5
 
 
+def test_single_view_predictions_use_the_single_view_temperature(run_dir: Path,
+                                                                 learnable_dataset):
+    """TTA recipe: one temperature for TTA-averaged probabilities, one for a single view."""
+    from fmnist.evaluation import predict_probs
+    from fmnist.inference import Predictor
+
+    model, meta = load_model(run_dir)
+    assert meta.temperature_single is not None and meta.temperature_single != meta.temperature
+    images = learnable_dataset.test.images[:50]
+    p = Predictor.from_path(run_dir, device="cpu")
+    for tta in (False, True):
+        p.tta = tta
+        expected = predict_probs(model, images, mean=meta.mean, std=meta.std, tta=tta,
+                                 temperature=meta.temperature_for(tta))
+        np.testing.assert_allclose(p.predict_proba(images), expected, atol=1e-6)
+
+
 def test_cli_calibrate_rewrites_model_and_keeps_the_old_one(run_dir: Path, capsys):
     _, before = load_model(run_dir)
     code = main(["calibrate", str(run_dir)])

@@ -191,6 +191,7 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
     kw = {"mean": meta.mean, "std": meta.std, "device": device}
     cal_logits, cal_feats = view_logits_and_features(model, calibration.images, tta=tta, **kw)
     temperature = fit_temperature(cal_logits, calibration.labels)
+    single = fit_temperature(cal_logits[:1], calibration.labels) if tta else temperature
     if len(train) > FIT_IMAGES:
         _, keep = stratified_split(train.labels, FIT_IMAGES / len(train), 0)
         train = train.subset(keep)
@@ -201,14 +202,15 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
     before = _served_probs(cal_logits.double(), 1.0).numpy()
     after = _served_probs(cal_logits.double(), temperature).numpy()
     summary = {
-        "temperature": temperature, "tta": tta, "calibration_images": len(labels),
+        "temperature": temperature, "temperature_single": single, "tta": tta,
+        "calibration_images": len(labels),
         "ood_method": scorer.method, "ood_threshold": scorer.threshold,
         "ood_fit_images": len(train),
         "calibration_split_before": calibration_measures(before, labels),
         "calibration_split_after": calibration_measures(after, labels),
     }
     new_meta = ModelMeta.from_dict({**meta.to_dict(), "temperature": temperature,
-                                    "ood": scorer.to_meta()})
+                                    "temperature_single": single, "ood": scorer.to_meta()})
     return new_meta, summary
 
 
@@ -224,7 +226,7 @@ def served_before_after(model: nn.Module, meta: Any, images: np.ndarray, *, tta:
                                              std=meta.std, device=device, tta=tta, bf16=bf16,
                                              channels_last=channels_last)
     p1 = _served_probs(logits.double(), 1.0).numpy()
-    pt = _served_probs(logits.double(), meta.temperature).numpy()
+    pt = _served_probs(logits.double(), meta.temperature_for(tta)).numpy()
     scorer = OodScorer.from_meta(meta.ood)
     scores = None if scorer is None else scorer(feats, logits[0]).numpy()
     return p1, pt, scores
@@ -235,7 +237,7 @@ def calibration_block(meta: Any, labels: np.ndarray, p1: np.ndarray, pt: np.ndar
     """metrics.json's ``calibration`` (temperature, measures before/after) and ``ood``
     (method, threshold, share of these in-distribution images rejected) blocks."""
     out: dict[str, Any] = {"calibration": {
-        "temperature": meta.temperature,
+        "temperature": meta.temperature, "temperature_single": meta.temperature_for(False),
         "before": calibration_measures(p1, labels), "after": calibration_measures(pt, labels),
         "reliability_before": reliability_table(p1, labels, N_BINS),
         "reliability_after": reliability_table(pt, labels, N_BINS)}}

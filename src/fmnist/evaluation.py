@@ -201,7 +201,7 @@ class LoadedRun:
         return predict_probs(self.model, images, mean=self.meta.mean, std=self.meta.std,
                              device=self.device, bf16=self.bf16,
                              channels_last=self.recipe.channels_last, tta=tta,
-                             temperature=self.meta.temperature)
+                             temperature=self.meta.temperature_for(tta))
 
     def evaluate(self, split: str = "test", tta: bool | None = None) -> dict[str, Any]:
         """:func:`evaluate_model` on one split; ``tta=None`` follows the recipe."""
@@ -210,7 +210,7 @@ class LoadedRun:
         return {"split": split, **evaluate_model(
             self.model, data, self.classes, mean=self.meta.mean, std=self.meta.std,
             device=self.device, bf16=self.bf16, channels_last=self.recipe.channels_last,
-            tta=use_tta, temperature=self.meta.temperature)}
+            tta=use_tta, temperature=self.meta.temperature_for(use_tta))}
 
 
 def load_run(

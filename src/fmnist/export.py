@@ -5,7 +5,9 @@ is enough to serve a model (no fmnist, no torch)::
 
     input  "pixels": float32 (N, 1, 28, 28), values 0..255 (uint8 range), light item on
                      black -- a dataset image or the output of fmnist.preprocess
-    graph  x / 255 -> (x - mean) / std -> model -> softmax(logits / temperature)
+    graph  x / 255 -> (x - mean) / std -> model -> softmax(logits / temperature), with the
+                     single-view temperature (metadata "temperature"; TTA averaging outside
+                     the graph re-tempers each view to "temperature_tta")
     output "probs":  float32 (N, C) calibrated class probabilities; N is a dynamic axis
     output "ood_score": float32 (N,) how unlike the training data (fmnist.ood), when the
                      model has a fitted scorer; in distribution when <= metadata ood_threshold
@@ -170,8 +172,8 @@ def _torch_to_onnx_bytes(model: nn.Module, meta: ModelMeta, opset: int) -> bytes
     from .ood import OodScorer
 
     scorer = OodScorer.from_meta(meta.ood)
-    wrapped = PixelsToProbs(model.float().cpu().eval(), meta.mean, meta.std, meta.temperature,
-                            scorer).eval()
+    wrapped = PixelsToProbs(model.float().cpu().eval(), meta.mean, meta.std,
+                            meta.temperature_for(False), scorer).eval()
     outputs = [OUTPUT_NAME] + ([SCORE_NAME] if scorer is not None else [])
     example = torch.full((2, 1, 28, 28), 128.0)
     errors: list[str] = []
@@ -222,7 +224,8 @@ def onnx_metadata(meta: ModelMeta, *, params: int, quantization: str | None = No
         "recipe": meta.recipe or "",
         "params": str(params),
         "metrics": json.dumps(meta.metrics),
-        "temperature": repr(float(meta.temperature)),
+        "temperature": repr(float(meta.temperature_for(False))),  # the graph's (one view)
+        "temperature_tta": repr(float(meta.temperature_for(True))),
         "quantization": quantization or "none",
         "fmnist_version": __version__,
         "model_fmnist_version": meta.fmnist_version,
@@ -277,7 +280,7 @@ def read_onnx_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[str, An
     out: dict[str, Any] = dict(props)
     out["classes"] = json.loads(props["classes"])
     out["mean"], out["std"] = float(props["mean"]), float(props["std"])
-    for key in ("temperature", "ood_threshold"):
+    for key in ("temperature", "temperature_tta", "ood_threshold"):
         if key in props:
             out[key] = float(props[key])
     for key in ("arch_kwargs", "metrics", "parity"):
@@ -540,7 +543,7 @@ def export_onnx(
         n = min(parity_images, len(ds.test))
         images, labels = ds.test.images[:n], ds.test.labels[:n]
         p_torch = predict_probs(model, images, mean=meta.mean, std=meta.std, device="cpu",
-                                temperature=meta.temperature)
+                                temperature=meta.temperature_for(False))
         p_onnx = onnx_probs(onnx_session(fp32), images)
         top_torch = p_torch.argmax(1)
         res.update(

@@ -120,14 +120,15 @@ class _TorchBackend:
 
         return predict_scored(self.model, images, mean=self.meta.mean, std=self.meta.std,
                               device=self.device, bf16=self.bf16, tta=tta,
-                              temperature=self.meta.temperature, scorer=self.scorer)
+                              temperature=self.meta.temperature_for(tta), scorer=self.scorer)
 
 
 class _OnnxBackend:
     name = "onnx"
 
-    def __init__(self, session) -> None:
+    def __init__(self, session, single_to_tta: float = 1.0) -> None:
         self.session = session
+        self.single_to_tta = single_to_tta  # T_single / T_tta
 
     def scored(self, images: np.ndarray, tta: bool) -> tuple[np.ndarray, np.ndarray | None]:
         from .export import onnx_scored
@@ -139,10 +140,24 @@ class _OnnxBackend:
 
         from .metrics import tta_probs
 
+        def view(v: torch.Tensor) -> np.ndarray:
+            p = probs if v is x else onnx_scored(self.session, v.numpy())[0]
+            return _retemper(p, self.single_to_tta)
+
         x = torch.from_numpy(np.asarray(images, np.float32)[:, None])  # (N, 1, 28, 28) 0..255
-        views = tta_probs(lambda v: probs if v is x else onnx_scored(self.session, v.numpy())[0],
-                          x)
-        return np.asarray(views, np.float64), scores
+        return np.asarray(tta_probs(view, x), np.float64), scores
+
+
+def _retemper(probs: np.ndarray, ratio: float) -> np.ndarray:
+    """softmax(z / T1) -> softmax(z / T2) with ``ratio`` = T1 / T2: p**ratio, renormalised
+    (exact: the log-sum-exp constant cancels)."""
+    if ratio == 1.0:
+        return probs
+    with np.errstate(divide="ignore"):
+        logp = np.log(probs) * ratio
+    logp -= logp.max(axis=1, keepdims=True)
+    e = np.exp(logp)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -287,7 +302,8 @@ class Predictor:
             "params": count_params(model),
             "metrics": dict(meta.metrics),
             "normalization": {"mean": meta.mean, "std": meta.std},
-            "temperature": meta.temperature,
+            "temperature": meta.temperature_for(True),
+            "temperature_single": meta.temperature_for(False),
             "ood_method": meta.ood.get("method"),
             "ood_threshold": meta.ood.get("threshold"),
             "quantization": "none",
@@ -315,7 +331,8 @@ class Predictor:
             "params": md.get("params"),
             "metrics": md.get("metrics", {}),
             "normalization": {"mean": md["mean"], "std": md["std"]},
-            "temperature": md.get("temperature", 1.0),
+            "temperature": md.get("temperature_tta", md.get("temperature", 1.0)),
+            "temperature_single": md.get("temperature", 1.0),
             "ood_method": md.get("ood_method"),
             "ood_threshold": md.get("ood_threshold"),
             "quantization": md.get("quantization", "none"),
@@ -324,7 +341,8 @@ class Predictor:
             "parity": md.get("parity"),
             "fmnist_version": md.get("model_fmnist_version") or md.get("fmnist_version"),
         }
-        return cls(_OnnxBackend(session), md["classes"], info, top_k=top_k, tta=tta)
+        ratio = info["temperature_single"] / info["temperature"]
+        return cls(_OnnxBackend(session, ratio), md["classes"], info, top_k=top_k, tta=tta)
 
     # ----------------------------------------------------------------- properties
 
