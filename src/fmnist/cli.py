@@ -588,8 +588,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                       offline=args.offline)
     cal, before, after = m["calibration"], m["calibration"]["before"], m["calibration"]["after"]
     held = "held out" if cal["held_out"] else "NOT held out: retrain to hold them out"
-    print(f"{args.run}: temperature {cal['temperature']:.3f} fitted on {cal['size']:,} "
-          f"{cal['split']} images ({held})")
+    print(f"{args.run}: temperature {cal['temperature']:.3f} (one view: "
+          f"{cal['temperature_single']:.3f}) fitted on {cal['size']:,} {cal['split']} images "
+          f"({held})")
     for key in ("ece", "classwise_ece", "nll", "brier"):
         print(f"  test {key:<14} {before[key]:.4f} -> {after[key]:.4f}")
     print(f"  out-of-distribution: {m['ood']['method']} score, threshold "

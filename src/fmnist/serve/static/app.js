@@ -108,15 +108,16 @@
     li.querySelector(".top-class").textContent = best.class;
     li.querySelector(".top-prob").textContent = pct(best.probability);
     // honest answers: an input unlike the training data, or a low calibrated probability,
-    // is said so; the best guesses stay visible in the bars below
-    const classes = limits.classes || "known";
-    if (r.in_distribution === false) {
-      li.querySelector(".top-class").textContent = `Doesn't look like any of the ${classes} classes`;
-      li.querySelector(".top-prob").textContent = `best guess: ${best.class} ${pct(best.probability)}`;
-      li.dataset.honest = "ood";
-    } else if (r.unsure) {
-      li.querySelector(".top-class").textContent = `Not sure: ${best.class}?`;
-      li.dataset.honest = "unsure";
+    // is said so above the best guesses (which stay: top class and the bars below)
+    const honest = r.in_distribution === false
+      ? `Doesn't look like any of the ${limits.classes || "known"} classes. Best guesses:`
+      : r.unsure ? "Not sure. Best guesses:" : "";
+    if (honest) {
+      const note = document.createElement("p");
+      note.className = "honest-note";
+      note.textContent = honest;
+      li.querySelector(".verdict").before(note);
+      li.dataset.honest = r.in_distribution === false ? "ood" : "unsure";
     }
     li.querySelector(".time").textContent = `${r.ms.toFixed(1)} ms`;
     li.dataset.predicted = best.class;
