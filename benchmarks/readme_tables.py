@@ -154,7 +154,28 @@ def train_step(doc: dict) -> str:
     return "\n".join(lines) + "\n\n" + _machine(doc)
 
 
+def ood(doc: dict) -> str:
+    methods = ("msp", "energy", "mahalanobis", "knn", "stored")
+    lines = ["| in vs out | images in / out | " + " | ".join(f"AUROC {m}" for m in methods)
+             + " | FPR@95 stored | rejected at the stored threshold: in / out |",
+             "|---|---:|" + "---:|" * len(methods) + "---:|---:|"]
+    for name, r in doc["sets"].items():
+        pair = "labelled photos vs -1 photos" if name.startswith("photos") else (
+            f"Fashion-MNIST test vs {name}")
+        aucs = " | ".join(f"{r[f'auroc_{m}']:.3f}" for m in methods)
+        lines.append(f"| {pair} | {r['n_in']:,} / {r['n_out']:,} | {aucs} "
+                     f"| {_pct(r['fpr95_stored'])} | {_pct(r['stored_threshold_rejects_in'])} / "
+                     f"{_pct(r['stored_threshold_rejects_out'])} |")
+    cost = doc["cost"]
+    return ("\n".join(lines) + f"\n\nScore cost (torch, batch 256): "
+            f"{cost['ms_per_image_without_score']:.3f} ms/image without, "
+            f"{cost['ms_per_image_with_score']:.3f} ms/image with it "
+            f"(the scorer alone: {cost['ms_per_image_scorer_alone']:.4f} ms/image).\n\n"
+            + _machine(doc))
+
+
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "ood": ("ood-cpu.json", ood),
     "baselines": ("baselines-cpu.json", baselines),
     "time-to-accuracy": ("time-to-accuracy-cpu.json", time_to_accuracy),
     "inference": ("inference-cpu.json", inference),

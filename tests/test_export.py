@@ -53,7 +53,8 @@ def test_fp32_parity_with_torch(run_dir: Path, exported: ExportResult, learnable
     # recompute independently, with batch sizes other than the export's
     model, meta = load_model(run_dir)
     images = learnable_dataset.test.images[:37]
-    p_torch = predict_probs(model, images, mean=meta.mean, std=meta.std)
+    p_torch = predict_probs(model, images, mean=meta.mean, std=meta.std,
+                            temperature=meta.temperature_for(False))  # the graph's, one view
     session = onnx_session(exported.path)
     p_onnx = np.concatenate([onnx_probs(session, images[:1]), onnx_probs(session, images[1:])])
     assert p_onnx.shape == p_torch.shape == (37, 10)
@@ -64,11 +65,12 @@ def test_fp32_parity_with_torch(run_dir: Path, exported: ExportResult, learnable
 
 def test_graph_has_a_dynamic_batch_axis_and_pixel_input(exported: ExportResult):
     session = onnx_session(exported.path)
-    (inp,), (outp,) = session.get_inputs(), session.get_outputs()
+    (inp,), (outp, score) = session.get_inputs(), session.get_outputs()
     assert inp.name == "pixels" and inp.shape[1:] == [1, 28, 28] and isinstance(inp.shape[0], str)
-    assert outp.name == "probs"
+    assert outp.name == "probs" and score.name == "ood_score"
     batch = np.zeros((5, 1, 28, 28), np.float32)
-    assert session.run(None, {"pixels": batch})[0].shape == (5, 10)
+    probs, scores = session.run(None, {"pixels": batch})
+    assert probs.shape == (5, 10) and scores.shape == (5,)
 
 
 def test_metadata_is_enough_to_serve(run_dir: Path, exported: ExportResult):

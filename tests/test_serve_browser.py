@@ -144,3 +144,22 @@ def test_phone_width_has_no_horizontal_scroll(server, browser):
     page.wait_for_selector(".gallery-item")
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     page.close()
+
+
+def test_an_image_unlike_the_classes_is_said_so_with_best_guesses(server, browser, tmp_path):
+    yy, xx = np.mgrid[:28, :28]
+    checker = (((yy // 2 + xx // 2) % 2) * 255).astype(np.uint8)  # no garment at all
+    upload = tmp_path / "checker.png"
+    Image.fromarray(checker).save(upload)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(server + "/")
+    page.wait_for_selector("#model-card dd:has-text('baseline-small')")
+    page.set_input_files("#file-input", str(upload))
+    page.wait_for_selector(".result[data-source='upload'][data-state='done']", timeout=15_000)
+    card = page.locator(".result[data-source='upload']").first
+    assert card.get_attribute("data-honest") == "ood"
+    assert card.locator(".honest-note").inner_text() == (
+        "Doesn't look like any of the 10 classes. Best guesses:")
+    assert card.locator(".bar-row").count() == 3  # the best guesses are still shown
+    assert card.locator("img.seen").is_visible()
+    page.close()

@@ -32,6 +32,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "write_report": ("report", "write_report"),
     "Predictor": ("inference", "Predictor"),
     "export_onnx": ("export", "export_onnx"),
+    "calibrate": ("calibration", "calibrate_run"),
 }
 
 __all__ = [

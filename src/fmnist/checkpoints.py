@@ -113,8 +113,20 @@ class ModelMeta:
     dataset: str = "fashion-mnist"
     recipe: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # fmnist.calibration: logits are divided by ``temperature`` for the probabilities the
+    # recipe serves (TTA-averaged when it uses TTA), by ``temperature_single`` for one view
+    # (None: the same); fmnist.ood: OodScorer.to_meta() or {}
+    temperature: float = 1.0
+    temperature_single: float | None = None
+    ood: dict[str, Any] = field(default_factory=dict)
     fmnist_version: str = ""
     created: str = ""
+
+    def temperature_for(self, tta: bool) -> float:
+        """The temperature fitted for TTA-averaged (``tta``) or single-view probabilities."""
+        if tta or self.temperature_single is None:
+            return self.temperature
+        return self.temperature_single
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

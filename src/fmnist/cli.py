@@ -136,16 +136,18 @@ def _parsers_inference(sub) -> None:
     pr = sub.add_parser(
         "predict", help="top-k classes for image files or folders",
         description="Predict image files (folders are walked recursively for image files). "
-        "Prints one line per file: `path: Class (p%), ...`. A file that cannot be read is "
-        "reported on stderr and the rest go on. Exit code 0: all predicted, 1: some files "
-        "failed, 2: usage error (bad model path, no images).")
+        "Prints one line per file: `path: Class (p%), ...`, prefixed with `not sure; best "
+        "guesses:` when the calibrated top probability is under 60% and with `doesn't look "
+        "like any of the N classes; best guesses:` when the image is out of distribution. "
+        "A file that cannot be read is reported on stderr and the rest go on. Exit code 0: "
+        "all predicted, 1: some files failed, 2: usage error (bad model path, no images).")
     pr.add_argument("model", metavar="MODEL", help="run folder, model.pt or model.onnx")
     pr.add_argument("inputs", nargs="+", metavar="IMG_OR_DIR", help="image files or folders")
     pr.add_argument("--top-k", type=int, default=3, help="classes per image (default 3)")
     fmt = pr.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true",
                      help="print a JSON list of {file, predictions: [{class, probability}], "
-                     "error}")
+                     "ood_score, in_distribution, unsure, error}")
     fmt.add_argument("--csv", metavar="FILE",
                      help="also write FILE with rows file,rank,class,probability,error "
                      "(one row per file and rank; a failed file gets one row with its error; "
@@ -528,7 +530,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         for r in results:
             if r.ok:
-                print(f"{r.file}: " + ", ".join(f"{c} ({100 * p:.1f}%)" for c, p in r.top_k))
+                print(f"{r.file}: {r.verdict()}")
     if args.csv:
         table = io.StringIO(newline="")
         w = csv.writer(table)
@@ -631,6 +633,45 @@ def _parsers_tune(sub) -> None:
 
 
 PARSERS.append(_parsers_tune)
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+def _parsers_calibrate(sub) -> None:
+    ca = sub.add_parser(
+        "calibrate", help="fit a run's temperature and out-of-distribution score",
+        description="Fit the temperature (calibrated probabilities) and the out-of-"
+        "distribution score of an existing run on held-out images (its validation split, or "
+        "the calibration images training held out), rewrite model.pt (the old one is kept as "
+        "model.uncalibrated.pt) and metrics.json with ECE, classwise ECE, NLL and Brier "
+        "before and after. New runs are calibrated by `fmnist train` already.")
+    ca.add_argument("run", metavar="RUN", help="run folder written by `fmnist train`")
+    ca.add_argument("--data-dir", help="dataset folder (default: the one the run used)")
+    ca.add_argument("--offline", action="store_true", help="never download")
+    ca.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda")
+
+
+PARSERS.append(_parsers_calibrate)
+
+
+@command("calibrate")
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate_run
+
+    m = calibrate_run(args.run, data_dir=args.data_dir, device=args.device,
+                      offline=args.offline)
+    cal, before, after = m["calibration"], m["calibration"]["before"], m["calibration"]["after"]
+    held = "held out" if cal["held_out"] else "NOT held out: retrain to hold them out"
+    print(f"{args.run}: temperature {cal['temperature']:.3f} (one view: "
+          f"{cal['temperature_single']:.3f}) fitted on {cal['size']:,} {cal['split']} images "
+          f"({held})")
+    for key in ("ece", "classwise_ece", "nll", "brier"):
+        print(f"  test {key:<14} {before[key]:.4f} -> {after[key]:.4f}")
+    print(f"  out-of-distribution: {m['ood']['method']} score, threshold "
+          f"{m['ood']['threshold']:.4g}, rejects {m['ood']['rejected']:.1%} of test images")
+    print(f"wrote {args.run}/model.pt and metrics.json")
+    return 0
 
 
 @command("tune")

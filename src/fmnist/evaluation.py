@@ -9,6 +9,7 @@ through :func:`predict_probs`, so normalization, precision and TTA are the same 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,6 @@ def normalize_batch(x_uint8: torch.Tensor, mean: float, std: float) -> torch.Ten
     return (x - mean) / std
 
 
-@torch.no_grad()
 def predict_probs(
     model: nn.Module,
     images: np.ndarray | torch.Tensor,
@@ -41,35 +41,69 @@ def predict_probs(
     channels_last: bool = True,
     batch_size: int = 1024,
     tta: bool = False,
+    temperature: float = 1.0,
 ) -> np.ndarray:
     """Class probabilities (N, C) float64 for uint8 images (N, 28, 28) or (N, 1, 28, 28).
 
     With ``tta`` the probabilities are averaged over flipped and one-pixel-shifted views
-    (:func:`fmnist.metrics.tta_probs`)."""
+    (:func:`fmnist.metrics.tta_probs`); ``temperature`` divides the logits of every view
+    (:mod:`fmnist.calibration`)."""
+    return predict_scored(model, images, mean=mean, std=std, device=device, bf16=bf16,
+                          channels_last=channels_last, batch_size=batch_size, tta=tta,
+                          temperature=temperature)[0]
+
+
+@torch.no_grad()
+def predict_scored(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    *,
+    mean: float,
+    std: float,
+    device: torch.device | str = "cpu",
+    bf16: bool = False,
+    channels_last: bool = True,
+    batch_size: int = 1024,
+    tta: bool = False,
+    temperature: float = 1.0,
+    scorer: nn.Module | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`predict_probs` plus, with a ``scorer`` (:class:`fmnist.ood.OodScorer`), the
+    (N,) out-of-distribution score of each image, from the same forward pass of the
+    un-augmented view (None without a scorer)."""
     from .metrics import tta_probs
+    from .ood import feature_tap
 
     device = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     data = torch.as_tensor(images)
+    scores: list[np.ndarray] = []
+    plain: list[torch.Tensor] = []  # the batch's un-augmented view
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with autocast(device, bf16):
             logits = model(x.contiguous(memory_format=memory_format))
-        return torch.softmax(logits.float(), dim=1)
+        if scorer is not None and x is plain[0]:
+            s = scorer.to(device)(tap[0], logits)
+            scores.append(s.double().cpu().numpy())
+        return torch.softmax(logits.float() / temperature, dim=1)
 
     was_training = model.training
     model.eval()
     outs: list[np.ndarray] = []
     try:
-        for start in range(0, len(data), batch_size):
-            x = normalize_batch(data[start : start + batch_size].to(device), mean, std)
-            probs = tta_probs(forward, x) if tta else forward(x).double().cpu().numpy()
-            outs.append(np.asarray(probs, dtype=np.float64))
+        with feature_tap(model) if scorer is not None else nullcontext([]) as tap:
+            for start in range(0, len(data), batch_size):
+                x = normalize_batch(data[start : start + batch_size].to(device), mean, std)
+                plain[:] = [x]
+                probs = tta_probs(forward, x) if tta else forward(x).double().cpu().numpy()
+                outs.append(np.asarray(probs, dtype=np.float64))
     finally:
         model.train(was_training)
-    return np.concatenate(outs) if outs else np.zeros((0, 0))
-
-
+    probs = np.concatenate(outs) if outs else np.zeros((0, 0))
+    if scorer is None:
+        return probs, None
+    return probs, np.concatenate(scores) if scores else np.zeros(0)
 
 
 def evaluate_model(
@@ -84,12 +118,14 @@ def evaluate_model(
     channels_last: bool = True,
     tta: bool = False,
     batch_size: int = 1024,
+    temperature: float = 1.0,
 ) -> dict:
     """Full metrics (see :func:`fmnist.metrics.compute_metrics`) of ``model`` on a split,
     plus timing; JSON-serialisable."""
     t0 = time.perf_counter()
     probs = predict_probs(model, split.images, mean=mean, std=std, device=device, bf16=bf16,
-                          channels_last=channels_last, tta=tta, batch_size=batch_size)
+                          channels_last=channels_last, tta=tta, batch_size=batch_size,
+                          temperature=temperature)
     seconds = time.perf_counter() - t0
     return metrics_from_probs(probs, split.labels, classes, seconds=seconds, tta=tta,
                               bf16=bf16, device=device)
@@ -164,7 +200,8 @@ class LoadedRun:
         """Class probabilities (N, C) with the run's normalization and precision."""
         return predict_probs(self.model, images, mean=self.meta.mean, std=self.meta.std,
                              device=self.device, bf16=self.bf16,
-                             channels_last=self.recipe.channels_last, tta=tta)
+                             channels_last=self.recipe.channels_last, tta=tta,
+                             temperature=self.meta.temperature_for(tta))
 
     def evaluate(self, split: str = "test", tta: bool | None = None) -> dict[str, Any]:
         """:func:`evaluate_model` on one split; ``tta=None`` follows the recipe."""
@@ -173,7 +210,7 @@ class LoadedRun:
         return {"split": split, **evaluate_model(
             self.model, data, self.classes, mean=self.meta.mean, std=self.meta.std,
             device=self.device, bf16=self.bf16, channels_last=self.recipe.channels_last,
-            tta=use_tta)}
+            tta=use_tta, temperature=self.meta.temperature_for(use_tta))}
 
 
 def load_run(

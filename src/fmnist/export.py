@@ -5,8 +5,12 @@ is enough to serve a model (no fmnist, no torch)::
 
     input  "pixels": float32 (N, 1, 28, 28), values 0..255 (uint8 range), light item on
                      black -- a dataset image or the output of fmnist.preprocess
-    graph  x / 255 -> (x - mean) / std -> model -> softmax
-    output "probs":  float32 (N, C) class probabilities; N is a dynamic axis
+    graph  x / 255 -> (x - mean) / std -> model -> softmax(logits / temperature), with the
+                     single-view temperature (metadata "temperature"; TTA averaging outside
+                     the graph re-tempers each view to "temperature_tta")
+    output "probs":  float32 (N, C) calibrated class probabilities; N is a dynamic axis
+    output "ood_score": float32 (N,) how unlike the training data (fmnist.ood), when the
+                     model has a fitted scorer; in distribution when <= metadata ood_threshold
 
 Class names (JSON), normalization, architecture, recipe and version are stored in the
 model's ``metadata_props`` (see :func:`read_onnx_metadata`).
@@ -58,6 +62,7 @@ ONNX_FORMAT = "fmnist-onnx"
 ONNX_FORMAT_VERSION = 1
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "probs"
+SCORE_NAME = "ood_score"
 INPUT_CONVENTION = (
     "pixels: float32 (N, 1, 28, 28), values 0..255 (uint8 range), light item on black "
     "(a dataset image or fmnist.preprocess output); normalization is inside the graph"
@@ -124,17 +129,28 @@ class ExportResult:
 
 
 class PixelsToProbs(nn.Module):
-    """``model`` wrapped with its input normalization and a softmax: the exported graph."""
+    """``model`` wrapped with its input normalization, temperature and a softmax (and, with
+    a ``scorer``, the OOD score as a second output): the exported graph."""
 
-    def __init__(self, model: nn.Module, mean: float, std: float) -> None:
+    def __init__(self, model: nn.Module, mean: float, std: float, temperature: float = 1.0,
+                 scorer: nn.Module | None = None) -> None:
         super().__init__()
         self.model = model
         self.mean = float(mean)
         self.std = float(std)
+        self.temperature = float(temperature)
+        self.scorer = scorer
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor):
+        from .ood import feature_tap
+
         x = (pixels / 255.0 - self.mean) / self.std  # (N, 1, 28, 28), as predict_probs does
-        return torch.softmax(self.model(x).float(), dim=1)  # (N, C)
+        if self.scorer is None:
+            return torch.softmax(self.model(x).float() / self.temperature, dim=1)  # (N, C)
+        with feature_tap(self.model) as tap:
+            logits = self.model(x).float()
+            score = self.scorer(tap[0], logits)  # (N,)
+        return torch.softmax(logits / self.temperature, dim=1), score
 
 
 def _require_onnx() -> None:
@@ -155,7 +171,12 @@ def _torch_to_onnx_bytes(model: nn.Module, meta: ModelMeta, opset: int) -> bytes
     ~10x faster than the torch.export one and gives the same graph; the new exporter is the
     fallback for a torch where the old one is gone.
     """
-    wrapped = PixelsToProbs(model.float().cpu().eval(), meta.mean, meta.std).eval()
+    from .ood import OodScorer
+
+    scorer = OodScorer.from_meta(meta.ood)
+    wrapped = PixelsToProbs(model.float().cpu().eval(), meta.mean, meta.std,
+                            meta.temperature_for(False), scorer).eval()
+    outputs = [OUTPUT_NAME] + ([SCORE_NAME] if scorer is not None else [])
     example = torch.full((2, 1, 28, 28), 128.0)
     errors: list[str] = []
     for dynamo in (False, True):
@@ -167,15 +188,15 @@ def _torch_to_onnx_bytes(model: nn.Module, meta: ModelMeta, opset: int) -> bytes
                     batch = torch.export.Dim("batch", min=1)
                     prog = torch.onnx.export(
                         wrapped, (example,), dynamo=True, input_names=[INPUT_NAME],
-                        output_names=[OUTPUT_NAME], dynamic_shapes=({0: batch},),
+                        output_names=outputs, dynamic_shapes=({0: batch},),
                         opset_version=max(opset, 18), verbose=False,
                     )
                     prog.save(buf)  # type: ignore[union-attr]
                 else:
                     torch.onnx.export(
                         wrapped, (example,), buf, dynamo=False, input_names=[INPUT_NAME],
-                        output_names=[OUTPUT_NAME], opset_version=opset,
-                        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                        output_names=outputs, opset_version=opset,
+                        dynamic_axes={name: {0: "batch"} for name in [INPUT_NAME, *outputs]},
                     )
             return buf.getvalue()
         except Exception as e:  # unsupported op, exporter missing in this torch, ...
@@ -205,11 +226,16 @@ def onnx_metadata(meta: ModelMeta, *, params: int, quantization: str | None = No
         "recipe": meta.recipe or "",
         "params": str(params),
         "metrics": json.dumps(meta.metrics),
+        "temperature": repr(float(meta.temperature_for(False))),  # the graph's (one view)
+        "temperature_tta": repr(float(meta.temperature_for(True))),
         "quantization": quantization or "none",
         "fmnist_version": __version__,
         "model_fmnist_version": meta.fmnist_version,
         "created": meta.created,
     }
+    if meta.ood:
+        props["ood_method"] = meta.ood["method"]
+        props["ood_threshold"] = repr(float(meta.ood["threshold"]))
     if parity:
         props["parity"] = json.dumps(parity)
     return props
@@ -256,6 +282,9 @@ def read_onnx_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[str, An
     out: dict[str, Any] = dict(props)
     out["classes"] = json.loads(props["classes"])
     out["mean"], out["std"] = float(props["mean"]), float(props["std"])
+    for key in ("temperature", "temperature_tta", "ood_threshold"):
+        if key in props:
+            out[key] = float(props[key])
     for key in ("arch_kwargs", "metrics", "parity"):
         if key in props:
             out[key] = json.loads(props[key])
@@ -293,6 +322,24 @@ def onnx_probs(session, images: np.ndarray, batch_size: int = 1024) -> np.ndarra
         for i in range(0, len(x), batch_size)
     ]
     return np.concatenate(outs).astype(np.float64) if outs else np.zeros((0, 0))
+
+
+def onnx_scored(session, images: np.ndarray, batch_size: int = 1024
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, C) float64 probabilities and (N,) OOD scores (None when the graph has no
+    ``ood_score`` output) of uint8 (N, 28, 28) images from an fmnist ONNX session."""
+    names = [o.name for o in session.get_outputs()]
+    if SCORE_NAME not in names:
+        return onnx_probs(session, images, batch_size), None
+    x = np.asarray(images)
+    x = x[:, None] if x.ndim == 3 else x
+    outs = [session.run([OUTPUT_NAME, SCORE_NAME],
+                        {INPUT_NAME: x[i : i + batch_size].astype(np.float32)})
+            for i in range(0, len(x), batch_size)]
+    if not outs:
+        return np.zeros((0, 0)), np.zeros(0)
+    return (np.concatenate([p for p, _ in outs]).astype(np.float64),
+            np.concatenate([s for _, s in outs]).astype(np.float64))
 
 
 # --------------------------------------------------------------------------- int8
@@ -356,8 +403,32 @@ def quantize_int8(fp32_bytes: bytes, calibration: np.ndarray) -> bytes:
                 str(pre), str(dst), _Calibration(np.asarray(calibration, np.uint8)),
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                nodes_to_exclude=_score_only_nodes(pre),
             )
         return dst.read_bytes()
+
+
+def _score_only_nodes(path: Path) -> list[str]:
+    """Nodes that feed ``ood_score`` but not ``probs``: kept in fp32 (the distances need
+    the precision; int8 made the score of a tiny model agree on in/out only 61% of the time)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def ancestors(name: str) -> set[str]:
+        seen: set[str] = set()
+        stack = [name]
+        while stack:
+            node = producer.get(stack.pop())
+            if node is not None and node.name not in seen:
+                seen.add(node.name)
+                stack.extend(node.input)
+        return seen
+
+    if SCORE_NAME not in {o.name for o in graph.output}:
+        return []
+    return sorted(ancestors(SCORE_NAME) - ancestors(OUTPUT_NAME))
 
 
 # --------------------------------------------------------------------------- data
@@ -483,7 +554,8 @@ def export_onnx(
 
         n = min(parity_images, len(ds.test))
         images, labels = ds.test.images[:n], ds.test.labels[:n]
-        p_torch = predict_probs(model, images, mean=meta.mean, std=meta.std, device="cpu")
+        p_torch = predict_probs(model, images, mean=meta.mean, std=meta.std, device="cpu",
+                                temperature=meta.temperature_for(False))
         p_onnx = onnx_probs(onnx_session(fp32), images)
         top_torch = p_torch.argmax(1)
         res.update(

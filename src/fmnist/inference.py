@@ -50,6 +50,27 @@ class PredictionResult:
     probs: np.ndarray | None = None
     preprocessed: Preprocessed | None = None
     error: str | None = None
+    ood_score: float | None = None
+    in_distribution: bool | None = None
+
+    @property
+    def unsure(self) -> bool:
+        """True when the answer should not be shown as a confident one: the input is out of
+        distribution or the (calibrated) top probability is under
+        :data:`fmnist.calibration.UNSURE_BELOW`."""
+        from .calibration import UNSURE_BELOW
+
+        if not self.top_k:
+            return False
+        return self.in_distribution is False or self.top_k[0][1] < UNSURE_BELOW
+
+    def verdict(self) -> str:
+        """One line: the classes, or "not sure"/"doesn't look like any..." before them."""
+        guesses = ", ".join(f"{c} ({100 * p:.1f}%)" for c, p in self.top_k or [])
+        if self.in_distribution is False:
+            n = len(self.probs) if self.probs is not None else len(self.top_k or [])
+            return f"doesn't look like any of the {n} classes; best guesses: {guesses}"
+        return f"not sure; best guesses: {guesses}" if self.unsure else guesses
 
     @property
     def ok(self) -> bool:
@@ -61,10 +82,15 @@ class PredictionResult:
         return self.top_k[0][0] if self.top_k else None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``file``, ``predictions`` (class, probability, best first), ``error``."""
+        """JSON-ready: ``file``, ``predictions`` (class, probability, best first),
+        ``ood_score`` (higher = less like the training data; null for a model without the
+        score), ``in_distribution``, ``unsure``, ``error``."""
         return {
             "file": self.file,
             "predictions": [{"class": c, "probability": p} for c, p in self.top_k or []],
+            "ood_score": self.ood_score,
+            "in_distribution": self.in_distribution,
+            "unsure": self.unsure,
             "error": self.error,
         }
 
@@ -75,40 +101,63 @@ class PredictionResult:
 class _Backend(Protocol):
     name: str
 
-    def probs(self, images: np.ndarray, tta: bool) -> np.ndarray: ...
+    def scored(self, images: np.ndarray, tta: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, C) calibrated probabilities and (N,) OOD scores (None: model has none)."""
+        ...
 
 
 class _TorchBackend:
     name = "torch"
 
-    def __init__(self, model, mean: float, std: float, device, bf16: bool = False) -> None:
-        self.model, self.mean, self.std, self.device, self.bf16 = model, mean, std, device, bf16
+    def __init__(self, model, meta, device, bf16: bool = False) -> None:
+        from .ood import OodScorer
 
-    def probs(self, images: np.ndarray, tta: bool) -> np.ndarray:
-        from .evaluation import predict_probs
+        self.model, self.meta, self.device, self.bf16 = model, meta, device, bf16
+        self.scorer = OodScorer.from_meta(meta.ood)
 
-        return predict_probs(self.model, images, mean=self.mean, std=self.std,
-                             device=self.device, bf16=self.bf16, tta=tta)
+    def scored(self, images: np.ndarray, tta: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        from .evaluation import predict_scored
+
+        return predict_scored(self.model, images, mean=self.meta.mean, std=self.meta.std,
+                              device=self.device, bf16=self.bf16, tta=tta,
+                              temperature=self.meta.temperature_for(tta), scorer=self.scorer)
 
 
 class _OnnxBackend:
     name = "onnx"
 
-    def __init__(self, session) -> None:
+    def __init__(self, session, single_to_tta: float = 1.0) -> None:
         self.session = session
+        self.single_to_tta = single_to_tta  # T_single / T_tta
 
-    def probs(self, images: np.ndarray, tta: bool) -> np.ndarray:
-        from .export import onnx_probs
+    def scored(self, images: np.ndarray, tta: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        from .export import onnx_scored
 
+        probs, scores = onnx_scored(self.session, images)
         if not tta:
-            return onnx_probs(self.session, images)
+            return probs, scores
         import torch
 
         from .metrics import tta_probs
 
+        def view(v: torch.Tensor) -> np.ndarray:
+            p = probs if v is x else onnx_scored(self.session, v.numpy())[0]
+            return _retemper(p, self.single_to_tta)
+
         x = torch.from_numpy(np.asarray(images, np.float32)[:, None])  # (N, 1, 28, 28) 0..255
-        probs = tta_probs(lambda v: onnx_probs(self.session, v.numpy()), x)
-        return np.asarray(probs, np.float64)
+        return np.asarray(tta_probs(view, x), np.float64), scores
+
+
+def _retemper(probs: np.ndarray, ratio: float) -> np.ndarray:
+    """softmax(z / T1) -> softmax(z / T2) with ``ratio`` = T1 / T2: p**ratio, renormalised
+    (exact: the log-sum-exp constant cancels)."""
+    if ratio == 1.0:
+        return probs
+    with np.errstate(divide="ignore"):
+        logp = np.log(probs) * ratio
+    logp -= logp.max(axis=1, keepdims=True)
+    e = np.exp(logp)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -180,6 +229,7 @@ class Predictor:
         self._meta = dict(meta)
         self.top_k = min(int(top_k), len(self._classes))
         self.tta = bool(tta)
+        self.ood_threshold: float | None = self._meta.get("ood_threshold")
 
     # ----------------------------------------------------------------- construction
 
@@ -252,12 +302,16 @@ class Predictor:
             "params": count_params(model),
             "metrics": dict(meta.metrics),
             "normalization": {"mean": meta.mean, "std": meta.std},
+            "temperature": meta.temperature_for(True),
+            "temperature_single": meta.temperature_for(False),
+            "ood_method": meta.ood.get("method"),
+            "ood_threshold": meta.ood.get("threshold"),
             "quantization": "none",
             "precision": "bf16" if bf16 else "fp32",
             "device": str(dev),
             "fmnist_version": meta.fmnist_version,
         }
-        backend = _TorchBackend(model.to(dev).eval(), meta.mean, meta.std, dev, bf16)
+        backend = _TorchBackend(model.to(dev).eval(), meta, dev, bf16)
         return cls(backend, meta.classes, info, top_k=top_k, tta=tta)
 
     @classmethod
@@ -277,13 +331,18 @@ class Predictor:
             "params": md.get("params"),
             "metrics": md.get("metrics", {}),
             "normalization": {"mean": md["mean"], "std": md["std"]},
+            "temperature": md.get("temperature_tta", md.get("temperature", 1.0)),
+            "temperature_single": md.get("temperature", 1.0),
+            "ood_method": md.get("ood_method"),
+            "ood_threshold": md.get("ood_threshold"),
             "quantization": md.get("quantization", "none"),
             "precision": "int8" if md.get("quantization", "none") != "none" else "fp32",
             "device": "cpu",
             "parity": md.get("parity"),
             "fmnist_version": md.get("model_fmnist_version") or md.get("fmnist_version"),
         }
-        return cls(_OnnxBackend(session), md["classes"], info, top_k=top_k, tta=tta)
+        ratio = info["temperature_single"] / info["temperature"]
+        return cls(_OnnxBackend(session, ratio), md["classes"], info, top_k=top_k, tta=tta)
 
     # ----------------------------------------------------------------- properties
 
@@ -318,9 +377,24 @@ class Predictor:
 
     def probs_of(self, batch_uint8: np.ndarray) -> np.ndarray:
         """(N, C) probabilities of an already preprocessed uint8 (N, 28, 28) batch."""
+        return self.scored_of(batch_uint8)[0]
+
+    def scored_of(self, batch_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, C) calibrated probabilities and (N,) OOD scores (higher = less like the
+        training data; None for a model without the score) of a preprocessed batch."""
         if len(batch_uint8) == 0:
-            return np.zeros((0, len(self._classes)))
-        return self._backend.probs(batch_uint8, self.tta)
+            return np.zeros((0, len(self._classes))), np.zeros(0)
+        return self._backend.scored(batch_uint8, self.tta)
+
+    def ood_scores(self, images: Any) -> np.ndarray | None:
+        """(N,) out-of-distribution scores; ``images`` as in :meth:`predict`."""
+        return self.scored_of(self.preprocess(images))[1]
+
+    def in_distribution(self, scores: np.ndarray | None) -> list[bool | None]:
+        """Score <= the model's threshold, per image (None for a model without one)."""
+        if scores is None or self.ood_threshold is None:
+            return [None] * (0 if scores is None else len(scores))
+        return [bool(s <= self.ood_threshold) for s in scores]
 
     def predict_proba(self, images: Any) -> np.ndarray:
         """(N, C) float64 class probabilities; ``images`` as in :meth:`predict`."""
@@ -354,10 +428,13 @@ class Predictor:
         def flush() -> None:
             if not pending:
                 return
-            probs = self.probs_of(np.stack([pre.image for _, _, pre in pending]))
-            for (i, name, pre), row, top in zip(pending, probs, self.top_k_of(probs),
-                                                strict=True):
-                results[i] = PredictionResult(name, top, row, pre)
+            probs, scores = self.scored_of(np.stack([pre.image for _, _, pre in pending]))
+            inside = self.in_distribution(scores) if scores is not None else [None] * len(probs)
+            for j, ((i, name, pre), row, top) in enumerate(
+                    zip(pending, probs, self.top_k_of(probs), strict=True)):
+                score = None if scores is None else float(scores[j])
+                results[i] = PredictionResult(name, top, row, pre, ood_score=score,
+                                              in_distribution=inside[j])
             pending.clear()
 
         for path in paths:

@@ -273,6 +273,28 @@ class _Figures:
         return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _before_after(figs: _Figures, metrics: dict[str, Any]) -> str:
+    """Reliability diagrams before and after the run's temperature (fmnist.calibration),
+    and the share of test images its out-of-distribution threshold rejects; "" if none."""
+    cal = metrics.get("calibration") or {}
+    if "reliability_before" not in cal:
+        return ""
+    parts = []
+    for when in ("before", "after"):
+        uri = figs.add(f"reliability_{when}", plots.reliability_diagram(
+            cal[f"reliability_{when}"], cal[when]["ece"]))
+        parts.append(_img(uri, f"reliability diagram {when} calibration",
+                          f"{when} the temperature: ECE {cal[when]['ece']:.2%}, "
+                          f"NLL {cal[when]['nll']:.3f}, Brier {cal[when]['brier']:.3f}"))
+    ood = metrics.get("ood") or {}
+    note = (f" The out-of-distribution threshold ({_e(ood['method'])}) rejects "
+            f"{ood['rejected']:.1%} of these test images." if ood else "")
+    return (f'<p class="how">Temperature {cal["temperature"]:.3f}, fitted on '
+            f'{cal.get("size", "?")} held-out images ({_e(cal.get("split", "?"))}); it '
+            f"changes no prediction, only how sure each one says it is.{note}</p>"
+            + "".join(parts))
+
+
 def write_report(
     run_dir: str | Path,
     *,
@@ -398,7 +420,7 @@ def write_report(
         "are binned by their top probability; bars below the diagonal mean over-confidence, "
         "above it under-confidence. ECE is the average gap weighted by the bin sizes "
         f"(lower is better): here {metrics['ece']:.2%}.</p>"
-        + _img(rel, "reliability diagram"))))
+        + _img(rel, "reliability diagram") + _before_after(figs, metrics))))
 
     # --- interpretation
     try:

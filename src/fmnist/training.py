@@ -33,6 +33,13 @@ import torch
 from torch import nn
 
 from .augment import build_augment
+from .calibration import (
+    calibration_block,
+    calibration_size,
+    calibration_split,
+    fit_calibration,
+    served_before_after,
+)
 from .checkpoints import (
     ModelMeta,
     atomic_save,
@@ -337,6 +344,7 @@ def train(
     evaluate_test: bool = True,
     report: bool = False,
     data: Dataset | None = None,
+    calibrate: bool = True,
     **overrides: Any,
 ) -> Run:
     """Train a recipe (with ``overrides`` of its fields) and write the run folder.
@@ -350,6 +358,8 @@ def train(
     are not allowed then), on the data it was trained on only. ``out`` must be a new or
     empty folder (``overwrite=True``: or an earlier run, which is replaced); the folder is
     locked while this process trains in it.
+    ``calibrate`` holds out images to fit the temperature and the OOD score
+    (:mod:`fmnist.calibration`).
     """
     previous: dict[str, Any] | None = None  # the resumed run's config.json
     if resume is not None:
@@ -381,7 +391,8 @@ def train(
                       if previous is not None else None)
         return _train(recipe, run_dir, checkpoint, ctx, dev, data_dir=data_dir,
                       callbacks=callbacks, evaluate_test=evaluate_test, report=report,
-                      ds=ds, augmentation=augmentation, previous=previous, started=started)
+                      ds=ds, augmentation=augmentation, previous=previous, started=started,
+                      calibrate=calibrate)
     except Exception as e:
         if started and ctx.is_main and not isinstance(e, TrainingInterrupted):
             set_status(run_dir, "failed", error=(str(e).splitlines() or [type(e).__name__])[0])
@@ -469,11 +480,15 @@ def _train(
     augmentation: dict[str, Any] | None,
     previous: dict[str, Any] | None,
     started: dict[str, bool],
+    calibrate: bool = True,
 ) -> Run:
     bf16 = use_bf16(dev, recipe.precision)
     torch.manual_seed(recipe.seed)
 
     train_split, val_split, test_split = prepare_data(recipe, ds)
+    cal_split, cal_info = None, {"split": None}
+    if calibrate and (val_split is not None or calibration_size(len(train_split)) > 0):
+        train_split, cal_split, cal_info = calibration_split(train_split, val_split, recipe.seed)
     mean, std = ds.mean, ds.std
     init = load_init(recipe)  # fine-tuning (fmnist.finetune): its architecture and inputs
     if init is not None:
@@ -541,6 +556,7 @@ def _train(
             "test": len(test_split), "sha256": dataset_checksums(ds),
         },
         "augmentation": augmentation,
+        "calibration": dict(cal_info),
         "params": count_params(model),
         "init": init_info,
         "steps_per_epoch": steps_per_epoch,
@@ -709,18 +725,33 @@ def _train(
                  "best_val_acc": _best(history, "val_acc"),
                  "train_seconds": round(sum(r["seconds"] for r in history), 3)},
     )
+    if cal_split is not None:  # every rank fits the same numbers on the same images
+        meta, cal_fit = fit_calibration(final, meta, calibration=cal_split, train=train_split,
+                                        tta=recipe.tta, device=dev)
+        cal_info.update(cal_fit)
     test_metrics: dict[str, Any] = {}
     if evaluate_test:
         t0 = time.perf_counter()
         shard = np.arange(len(test_split))[ctx.shard(len(test_split))]
-        probs = predict_probs(final, test_split.images[shard], mean=mean, std=std, device=dev,
-                              bf16=bf16, channels_last=recipe.channels_last, tta=recipe.tta)
-        parts = ctx.gather(probs)  # each test image evaluated once, on one rank
+        if cal_split is not None:
+            part = served_before_after(final, meta, test_split.images[shard], tta=recipe.tta,
+                                       device=dev, bf16=bf16,
+                                       channels_last=recipe.channels_last)
+        else:
+            part = (None, predict_probs(
+                final, test_split.images[shard], mean=mean, std=std, device=dev, bf16=bf16,
+                channels_last=recipe.channels_last, tta=recipe.tta), None)
+        parts = ctx.gather(part)  # each test image evaluated once, on one rank
         if ctx.is_main:
             assert parts is not None
+            p1, pt, scores = (None if parts[0][i] is None else np.concatenate(
+                [q[i] for q in parts]) for i in range(3))
             test_metrics = metrics_from_probs(
-                np.concatenate(parts), test_split.labels, classes,
-                seconds=time.perf_counter() - t0, tta=recipe.tta, bf16=bf16, device=dev)
+                pt, test_split.labels, classes, seconds=time.perf_counter() - t0,
+                tta=recipe.tta, bf16=bf16, device=dev)
+            if cal_split is not None:
+                test_metrics.update(calibration_block(meta, test_split.labels, p1, pt, scores))
+                test_metrics["calibration"].update(cal_info)
             meta = ModelMeta.from_dict({**meta.to_dict(), "metrics": {
                 **meta.metrics, "test_acc": test_metrics["accuracy"],
                 "test_loss": test_metrics["loss"]}})

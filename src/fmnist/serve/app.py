@@ -70,7 +70,7 @@ from ..errors import (
     ImageTooLargeError,
     UnsupportedImageError,
 )
-from ..inference import Predictor
+from ..inference import PredictionResult, Predictor
 from ..preprocess import (
     MAX_FILE_BYTES,
     MAX_IMAGE_PIXELS,
@@ -434,12 +434,13 @@ def _predict_uploads(predictor: Predictor, uploads: list[UploadFile], *, max_byt
         results.append(result)
     if good:
         t0 = time.perf_counter()
-        probs = predictor.probs_of(np.stack([image for _, image in good]))
+        probs, scores = predictor.scored_of(np.stack([image for _, image in good]))
         tops = predictor.top_k_of(probs, top_k)
         share = (time.perf_counter() - t0) * 1000 / len(good)
-        for (result, _), top in zip(good, tops, strict=True):
-            result["label"] = top[0][0]
-            result["predictions"] = [{"class": c, "probability": p} for c, p in top]
+        for (result, _), answer in zip(good, _answers(predictor, probs, scores, tops),
+                                       strict=True):
+            result["label"] = answer.label
+            result.update({k: v for k, v in answer.to_dict().items() if k not in ("file", "error")})
             result["ms"] += share
     for result in results:
         result["ms"] = round(result["ms"], 3)
@@ -466,6 +467,16 @@ def release_large_buffers_to_os(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
     except (OSError, AttributeError):
         return False
 
+
+def _answers(predictor: Predictor, probs: np.ndarray, scores: np.ndarray | None,
+             tops: list) -> list[PredictionResult]:
+    """Per image: predictions plus ``ood_score``, ``in_distribution`` and ``unsure``, the
+    same fields as ``fmnist predict --json`` (:meth:`PredictionResult.to_dict`)."""
+    n = len(probs)
+    values = [None] * n if scores is None else [float(v) for v in scores]
+    inside = [None] * n if scores is None else predictor.in_distribution(scores)
+    return [PredictionResult("", top, row, ood_score=v, in_distribution=ok)
+            for top, row, v, ok in zip(tops, probs, values, inside, strict=True)]
 
 # --------------------------------------------------------------------------- routes
 

@@ -24,6 +24,7 @@
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       const m = await res.json();
       Object.assign(limits, m.limits || {});
+      limits.classes = (m.classes || []).length || limits.classes;
       const acc = typeof m.test_accuracy === "number" ? pct(m.test_accuracy) : "not evaluated";
       const rows = [
         ["Model", m.arch || "?"],
@@ -106,6 +107,18 @@
     const best = r.predictions[0];
     li.querySelector(".top-class").textContent = best.class;
     li.querySelector(".top-prob").textContent = pct(best.probability);
+    // honest answers: an input unlike the training data, or a low calibrated probability,
+    // is said so above the best guesses (which stay: top class and the bars below)
+    const honest = r.in_distribution === false
+      ? `Doesn't look like any of the ${limits.classes || "known"} classes. Best guesses:`
+      : r.unsure ? "Not sure. Best guesses:" : "";
+    if (honest) {
+      const note = document.createElement("p");
+      note.className = "honest-note";
+      note.textContent = honest;
+      li.querySelector(".verdict").before(note);
+      li.dataset.honest = r.in_distribution === false ? "ood" : "unsure";
+    }
     li.querySelector(".time").textContent = `${r.ms.toFixed(1)} ms`;
     li.dataset.predicted = best.class;
     if (r.image) {
