@@ -22,6 +22,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "write_report": ("report", "write_report"),
     "Predictor": ("inference", "Predictor"),
     "export_onnx": ("export", "export_onnx"),
+    "summary": ("model_summary", "summary"),
 }
 
 __all__ = [

@@ -66,7 +66,10 @@ def _parsers_data(sub) -> None:
 
 
 def _parsers_training(sub) -> None:
-    sub.add_parser("models", help="list the registered models with parameters and FLOPs")
+    md = sub.add_parser("models", help="list the registered models with parameters and FLOPs")
+    md.add_argument("name", nargs="?", metavar="NAME", help="one model (see the list)")
+    md.add_argument("--summary", action="store_true",
+                    help="print NAME's Keras-style layer table: output shapes and parameters")
     sub.add_parser("recipes", help="list the named training recipes")
     tr = sub.add_parser("train", help="train a recipe and write a run folder",
                         description="Train a recipe. Every recipe field can be overridden by "
@@ -304,12 +307,26 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import create_model, flops_per_image, list_models, model_info
 
+    if args.summary or args.name:
+        return _model_summary(args)
     table = Table("model", "params", "MFLOPs/image", "description")
     for name in list_models():
         info = model_info(name)
         mflops = flops_per_image(create_model(name)) / 1e6
         table.add_row(name, f"{info.params:,}", f"{mflops:.1f}", info.description)
     out.print(table)
+    return 0
+
+
+def _model_summary(args: argparse.Namespace) -> int:
+    """``fmnist models NAME --summary``: the layer table of NAME at its default options."""
+    from .model_summary import summary
+    from .models import create_model
+
+    if not args.name:
+        raise FmnistError("--summary needs a model NAME, e.g. `fmnist models fastnet "
+                          "--summary` (see `fmnist models` for the names).")
+    summary(create_model(args.name), title=args.name)
     return 0
 
 
