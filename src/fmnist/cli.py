@@ -180,6 +180,23 @@ def _parsers_serve(sub) -> None:
                     help="most files per request (default 16)")
 
 
+def _parsers_similar(sub) -> None:
+    si = sub.add_parser(
+        "similar", help="the training images most similar to your images",
+        description="Show the k training images nearest to each image in the model's "
+        "penultimate-layer features (cosine similarity). The index of the training images "
+        "is built on first use and cached in RUN/similar-index.npz; it is rebuilt when "
+        "RUN/model.pt changes.")
+    si.add_argument("run", metavar="RUN", help="run folder written by `fmnist train`")
+    si.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    si.add_argument("--k", type=int, default=8, help="neighbours per image (default 8)")
+    si.add_argument("--out", help="also write a PNG strip: each image, then its neighbours")
+    si.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    si.add_argument("--data-dir", help="dataset folder (default: the one the run used)")
+    si.add_argument("--offline", action="store_true", help="never download")
+    si.add_argument("--device", default="cpu", help="cpu (default), auto or cuda")
+
+
 # Each command group adds its subparsers here; the commands themselves are registered
 # with @command("name") below. Add a group: write _parsers_x(sub), append it.
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -188,6 +205,7 @@ PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _parsers_evaluation,
     _parsers_inference,
     _parsers_serve,
+    _parsers_similar,
 ]
 
 
@@ -499,6 +517,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"fmnist: {failed} of {len(results)} files failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+@command("similar")
+def cmd_similar(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from .similar import SimilarFinder
+
+    if args.k < 1:
+        raise FmnistError(f"--k must be at least 1; got {args.k}.")
+    if args.out and Path(args.out).exists():
+        raise FmnistError(f"--out {args.out} already exists; pass a new file name (it is "
+                          "never overwritten).")
+    finder = SimilarFinder.from_run(args.run, data_dir=args.data_dir, device=args.device,
+                                    offline=args.offline)
+    images = finder.predictor.preprocess(args.images)  # one bad file: ImageError, exit 2
+    start = time.perf_counter()
+    results = finder.search(images, k=args.k)
+    ms = 1000 * (time.perf_counter() - start) / len(images)
+    if args.json:
+        print(json.dumps([{"file": f, "similar": [n.to_dict() for n in row]}
+                          for f, row in zip(args.images, results, strict=True)], indent=2))
+    else:
+        for f, row in zip(args.images, results, strict=True):
+            print(f"{f}: " + ", ".join(f"{n.class_name} ({n.score:.2f}) #{n.index}"
+                                        for n in row))
+    print(f"fmnist: index of {len(finder.index):,} training images (built in "
+          f"{finder.index.build_seconds:.1f} s); {ms:.1f} ms per query", file=sys.stderr)
+    if args.out:
+        finder.strip(images, results, names=[Path(f).name for f in args.images],
+                     path=args.out)
+        print(f"fmnist: wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 @command("export")

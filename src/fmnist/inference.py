@@ -77,6 +77,8 @@ class _Backend(Protocol):
 
     def probs(self, images: np.ndarray, tta: bool) -> np.ndarray: ...
 
+    def embed(self, images: np.ndarray) -> np.ndarray: ...
+
 
 class _TorchBackend:
     name = "torch"
@@ -89,6 +91,11 @@ class _TorchBackend:
 
         return predict_probs(self.model, images, mean=self.mean, std=self.std,
                              device=self.device, bf16=self.bf16, tta=tta)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        from .similar import embed_model
+
+        return embed_model(self.model, images, mean=self.mean, std=self.std, device=self.device)
 
 
 class _OnnxBackend:
@@ -109,6 +116,11 @@ class _OnnxBackend:
         x = torch.from_numpy(np.asarray(images, np.float32)[:, None])  # (N, 1, 28, 28) 0..255
         probs = tta_probs(lambda v: onnx_probs(self.session, v.numpy()), x)
         return np.asarray(probs, np.float64)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        raise ModelFileError("this ONNX file outputs class probabilities only, no features; "
+                             "use the run folder or model.pt (torch backend) for embed and "
+                             "similar items.")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -325,6 +337,14 @@ class Predictor:
     def predict_proba(self, images: Any) -> np.ndarray:
         """(N, C) float64 class probabilities; ``images`` as in :meth:`predict`."""
         return self.probs_of(self.preprocess(images))
+
+    def embed(self, images: Any) -> np.ndarray:
+        """(N, D) float32 unit-length penultimate-layer features (for similar items);
+        ``images`` as in :meth:`predict`. The onnx backend raises ModelFileError."""
+        batch = self.preprocess(images)
+        if len(batch) == 0:
+            return np.zeros((0, 0), np.float32)
+        return self._backend.embed(batch)
 
     def top_k_of(self, probs: np.ndarray, k: int | None = None) -> list[TopK]:
         """Rows of probabilities -> ``[(class, probability), ...]`` best first."""
