@@ -60,6 +60,17 @@ class PredictionResult:
         """The top-1 class, or None for a failed file."""
         return self.top_k[0][0] if self.top_k else None
 
+    def __repr__(self) -> str:
+        if not self.ok:
+            return f"PredictionResult({self.file!r}, error={self.error!r})"
+        top = ", ".join(f"{c} {p:.1%}" for c, p in self.top_k or [])
+        return f"PredictionResult({self.file!r}, {top})"
+
+    def _repr_html_(self) -> str:
+        from .display import prediction_card
+
+        return prediction_card(self)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``file``, ``predictions`` (class, probability, best first), ``error``."""
         return {
@@ -315,6 +326,11 @@ class Predictor:
     def __repr__(self) -> str:
         return (f"Predictor(arch={self._meta.get('arch')!r}, backend={self.backend!r}, "
                 f"classes={len(self._classes)}, top_k={self.top_k}, tta={self.tta})")
+
+    def _repr_html_(self) -> str:
+        from .display import predictor_card
+
+        return predictor_card(self)
 
     # ----------------------------------------------------------------- prediction
 
