@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 from pathlib import Path
 
@@ -142,3 +144,39 @@ def test_cli_similar_lines_json_and_strip(run_dir: Path, learnable_dataset, tmp_
     expected = learnable_dataset.classes[learnable_dataset.train.labels[doc[0]["similar"][0]
                                                                         ["index"]]]
     assert doc[0]["similar"][0]["class"] == expected
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_api_similar(run_dir: Path, learnable_dataset, tmp_path: Path) -> None:
+    import shutil
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from fmnist.serve import create_app
+
+    query = learnable_dataset.test.images[:2]
+    files = [("files", (f"q{i}.png", _png_bytes(x), "image/png")) for i, x in enumerate(query)]
+    with TestClient(create_app(run_dir, device="cpu", gallery=False)) as client:
+        r = client.post("/api/similar?k=5", files=files + [("files", ("bad.png", b"x",
+                                                                      "image/png"))])
+        assert r.status_code == 200
+        good, _, bad = r.json()
+        assert [n["index"] for n in good["similar"]] == [
+            n.index for n in SimilarFinder.from_run(run_dir).search(query[:1], k=5)[0]]
+        thumb = base64.b64decode(good["similar"][0]["image"])
+        assert Image.open(io.BytesIO(thumb)).size == (28, 28)
+        assert bad["error"] and "bad.png" in bad["error"] and bad["similar"] == []
+        assert client.post("/api/similar?k=0", files=files).status_code == 422
+        assert client.post("/api/similar").status_code == 400
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(run_dir / "model.pt", lone / "model.pt")  # no run folder around it
+    with TestClient(create_app(lone / "model.pt", device="cpu", gallery=False)) as client:
+        r = client.post("/api/similar", files=files)
+        assert r.status_code == 503 and "run folder" in r.json()["detail"]

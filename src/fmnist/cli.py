@@ -161,7 +161,8 @@ def _parsers_serve(sub) -> None:
     sv = sub.add_parser(
         "serve", help="web app and REST API for a model",
         description="Serve the page (upload, gallery, model card) and the REST API "
-        "(POST /api/predict, GET /api/model, GET /api/gallery, GET /healthz; docs at /docs) "
+        "(POST /api/predict, POST /api/similar, GET /api/model, GET /api/gallery, GET /healthz; "
+        "docs at /docs) "
         "with uvicorn. The model loads once, at start. Needs the serve extra: "
         "pip install 'fmnist[serve]'.")
     sv.add_argument("model", nargs="?", metavar="MODEL",
