@@ -67,9 +67,11 @@ def _parsers_data(sub) -> None:
 
 def _parsers_training(sub) -> None:
     md = sub.add_parser("models", help="list the registered models with parameters and FLOPs")
-    md.add_argument("name", nargs="?", metavar="NAME", help="one model (see the list)")
+    md.add_argument("name", nargs="?", metavar="NAME",
+                    help="one model (see the list): print its layer table")
     md.add_argument("--summary", action="store_true",
-                    help="print NAME's Keras-style layer table: output shapes and parameters")
+                    help="print NAME's Keras-style layer table: output shapes, parameters "
+                    "(total, trainable, non-trainable); the default when NAME is given")
     sub.add_parser("recipes", help="list the named training recipes")
     tr = sub.add_parser("train", help="train a recipe and write a run folder",
                         description="Train a recipe. Every recipe field can be overridden by "
