@@ -122,6 +122,11 @@ def test_upload_and_gallery_in_chromium(server, browser, run_dir, learnable_data
     assert card.locator("img.seen").is_visible()  # the 28x28 image the model saw
     assert "ms" in card.locator(".time").inner_text()
 
+    # under the result: the 8 most similar training images, found through /api/similar
+    card.locator(".similar-item >> nth=7").wait_for(timeout=60_000)
+    assert card.locator(".similar-item").count() == 8
+    assert truth in card.locator(".similar-row").inner_text()
+
     # click a gallery image: a new card with the true and the predicted class
     item = page.locator(".gallery-item").first
     label = item.get_attribute("data-label")

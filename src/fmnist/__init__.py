@@ -33,6 +33,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Predictor": ("inference", "Predictor"),
     "export_onnx": ("export", "export_onnx"),
     "calibrate": ("calibration", "calibrate_run"),
+    "summary": ("model_summary", "summary"),
 }
 
 __all__ = [

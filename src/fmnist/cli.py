@@ -75,7 +75,12 @@ def _parsers_data(sub) -> None:
 
 
 def _parsers_training(sub) -> None:
-    sub.add_parser("models", help="list the registered models with parameters and FLOPs")
+    md = sub.add_parser("models", help="list the registered models with parameters and FLOPs")
+    md.add_argument("name", nargs="?", metavar="NAME",
+                    help="one model (see the list): print its layer table")
+    md.add_argument("--summary", action="store_true",
+                    help="print NAME's Keras-style layer table: output shapes, parameters "
+                    "(total, trainable, non-trainable); the default when NAME is given")
     sub.add_parser("recipes", help="list the named training recipes")
     tr = sub.add_parser("train", help="train a recipe and write a run folder",
                         description="Train a recipe. Every recipe field can be overridden by "
@@ -183,7 +188,8 @@ def _parsers_serve(sub) -> None:
     sv = sub.add_parser(
         "serve", help="web app and REST API for a model",
         description="Serve the page (upload, gallery, model card) and the REST API "
-        "(POST /api/predict, GET /api/model, GET /api/gallery, GET /healthz; docs at /docs) "
+        "(POST /api/predict, POST /api/similar, GET /api/model, GET /api/gallery, GET /healthz; "
+        "docs at /docs) "
         "with uvicorn. The model loads once, at start. Needs the serve extra: "
         "pip install 'fmnist[serve]'.")
     sv.add_argument("model", nargs="?", metavar="MODEL",
@@ -205,6 +211,23 @@ def _parsers_serve(sub) -> None:
                     "(default 2; bounds memory: at most ~250 MB each)")
 
 
+def _parsers_similar(sub) -> None:
+    si = sub.add_parser(
+        "similar", help="the training images most similar to your images",
+        description="Show the k training images nearest to each image in the model's "
+        "penultimate-layer features (cosine similarity). The index of the training images "
+        "is built on first use and cached in RUN/similar-index.npz; it is rebuilt when "
+        "RUN/model.pt changes.")
+    si.add_argument("run", metavar="RUN", help="run folder written by `fmnist train`")
+    si.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    si.add_argument("--k", type=int, default=8, help="neighbours per image (default 8)")
+    si.add_argument("--out", help="also write a PNG strip: each image, then its neighbours")
+    si.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    si.add_argument("--data-dir", help="dataset folder (default: the one the run used)")
+    si.add_argument("--offline", action="store_true", help="never download")
+    si.add_argument("--device", default="cpu", help="cpu (default), auto or cuda")
+
+
 # Each command group adds its subparsers here; the commands themselves are registered
 # with @command("name") below. Add a group: write _parsers_x(sub), append it.
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -213,6 +236,7 @@ PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _parsers_evaluation,
     _parsers_inference,
     _parsers_serve,
+    _parsers_similar,
 ]
 
 
@@ -334,6 +358,8 @@ def cmd_data_show(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from .models import create_model, flops_per_image, list_models, model_info
 
+    if args.summary or args.name:
+        return _model_summary(args)
     # total and trainable as Keras' model.summary() counts them (BN moving stats in total)
     table = Table("model", "total params", "trainable", "MFLOPs/image", "description")
     for name in list_models():
@@ -342,6 +368,18 @@ def cmd_models(args: argparse.Namespace) -> int:
         table.add_row(name, f"{info.total_params:,}", f"{info.trainable_params:,}",
                       f"{mflops:.1f}", info.description)
     out.print(table)
+    return 0
+
+
+def _model_summary(args: argparse.Namespace) -> int:
+    """``fmnist models NAME --summary``: the layer table of NAME at its default options."""
+    from .model_summary import summary
+    from .models import create_model
+
+    if not args.name:
+        raise FmnistError("--summary needs a model NAME, e.g. `fmnist models fastnet "
+                          "--summary` (see `fmnist models` for the names).")
+    summary(create_model(args.name), title=args.name)
     return 0
 
 
@@ -553,6 +591,40 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if failed:
         print(f"fmnist: {failed} of {len(results)} files failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+@command("similar")
+def cmd_similar(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from .similar import SimilarFinder
+
+    if args.k < 1:
+        raise FmnistError(f"--k must be at least 1; got {args.k}.")
+    if args.out and Path(args.out).exists():
+        raise FmnistError(f"--out {args.out} already exists; pass a new file name (it is "
+                          "never overwritten).")
+    finder = SimilarFinder.from_run(args.run, data_dir=args.data_dir, device=args.device,
+                                    offline=args.offline)
+    images = finder.predictor.preprocess(args.images)  # one bad file: ImageError, exit 2
+    start = time.perf_counter()
+    results = finder.search(images, k=args.k)
+    ms = 1000 * (time.perf_counter() - start) / len(images)
+    if args.json:
+        print(json.dumps([{"file": f, "similar": [n.to_dict() for n in row]}
+                          for f, row in zip(args.images, results, strict=True)], indent=2))
+    else:
+        for f, row in zip(args.images, results, strict=True):
+            print(f"{f}: " + ", ".join(f"{n.class_name} ({n.score:.2f}) #{n.index}"
+                                        for n in row))
+    print(f"fmnist: index of {len(finder.index):,} training images (built in "
+          f"{finder.index.build_seconds:.1f} s); {ms:.1f} ms per query", file=sys.stderr)
+    if args.out:
+        finder.strip(images, results, names=[Path(f).name for f in args.images],
+                     path=args.out)
+        print(f"fmnist: wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 @command("export")

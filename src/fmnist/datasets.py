@@ -238,6 +238,16 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name!r}, train={len(self.train):,}, test={len(self.test):,}, "
+                f"classes={len(self.classes)}, format={self.format!r}, "
+                f"source={str(self.source)!r})")
+
+    def _repr_html_(self) -> str:
+        from .display import dataset_card
+
+        return dataset_card(self)
+
     @property
     def verified(self) -> bool:
         """True when every file's MD5 was checked against the registry and matched."""

@@ -204,13 +204,16 @@ class LoadedRun:
                              temperature=self.meta.temperature_for(tta))
 
     def evaluate(self, split: str = "test", tta: bool | None = None) -> dict[str, Any]:
-        """:func:`evaluate_model` on one split; ``tta=None`` follows the recipe."""
+        """:func:`evaluate_model` on one split; ``tta=None`` follows the recipe. A dict that
+        notebooks show as a card (:class:`fmnist.display.EvaluationResult`)."""
+        from .display import EvaluationResult
+
         data = self.split(split)
         use_tta = self.recipe.tta if tta is None else bool(tta)
-        return {"split": split, **evaluate_model(
+        return EvaluationResult({"split": split, **evaluate_model(
             self.model, data, self.classes, mean=self.meta.mean, std=self.meta.std,
             device=self.device, bf16=self.bf16, channels_last=self.recipe.channels_last,
-            tta=use_tta, temperature=self.meta.temperature_for(use_tta))}
+            tta=use_tta, temperature=self.meta.temperature_for(use_tta))})
 
 
 def load_run(

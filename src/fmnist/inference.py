@@ -81,6 +81,17 @@ class PredictionResult:
         """The top-1 class, or None for a failed file."""
         return self.top_k[0][0] if self.top_k else None
 
+    def __repr__(self) -> str:
+        if not self.ok:
+            return f"PredictionResult({self.file!r}, error={self.error!r})"
+        top = ", ".join(f"{c} {p:.1%}" for c, p in self.top_k or [])
+        return f"PredictionResult({self.file!r}, {top})"
+
+    def _repr_html_(self) -> str:
+        from .display import prediction_card
+
+        return prediction_card(self)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``file``, ``predictions`` (class, probability, best first),
         ``ood_score`` (higher = less like the training data; null for a model without the
@@ -105,6 +116,8 @@ class _Backend(Protocol):
         """(N, C) calibrated probabilities and (N,) OOD scores (None: model has none)."""
         ...
 
+    def embed(self, images: np.ndarray) -> np.ndarray: ...
+
 
 class _TorchBackend:
     name = "torch"
@@ -121,6 +134,11 @@ class _TorchBackend:
         return predict_scored(self.model, images, mean=self.meta.mean, std=self.meta.std,
                               device=self.device, bf16=self.bf16, tta=tta,
                               temperature=self.meta.temperature_for(tta), scorer=self.scorer)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        from .similar import embed_model
+
+        return embed_model(self.model, images, mean=self.mean, std=self.std, device=self.device)
 
 
 class _OnnxBackend:
@@ -158,6 +176,11 @@ def _retemper(probs: np.ndarray, ratio: float) -> np.ndarray:
     logp -= logp.max(axis=1, keepdims=True)
     e = np.exp(logp)
     return e / e.sum(axis=1, keepdims=True)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        raise ModelFileError("this ONNX file outputs class probabilities only, no features; "
+                             "use the run folder or model.pt (torch backend) for embed and "
+                             "similar items.")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -363,6 +386,11 @@ class Predictor:
         return (f"Predictor(arch={self._meta.get('arch')!r}, backend={self.backend!r}, "
                 f"classes={len(self._classes)}, top_k={self.top_k}, tta={self.tta})")
 
+    def _repr_html_(self) -> str:
+        from .display import predictor_card
+
+        return predictor_card(self)
+
     # ----------------------------------------------------------------- prediction
 
     def preprocess(self, images: Any) -> np.ndarray:
@@ -399,6 +427,14 @@ class Predictor:
     def predict_proba(self, images: Any) -> np.ndarray:
         """(N, C) float64 class probabilities; ``images`` as in :meth:`predict`."""
         return self.probs_of(self.preprocess(images))
+
+    def embed(self, images: Any) -> np.ndarray:
+        """(N, D) float32 unit-length penultimate-layer features (for similar items);
+        ``images`` as in :meth:`predict`. The onnx backend raises ModelFileError."""
+        batch = self.preprocess(images)
+        if len(batch) == 0:
+            return np.zeros((0, 0), np.float32)
+        return self._backend.embed(batch)
 
     def top_k_of(self, probs: np.ndarray, k: int | None = None) -> list[TopK]:
         """Rows of probabilities -> ``[(class, probability), ...]`` best first."""

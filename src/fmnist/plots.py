@@ -413,6 +413,38 @@ def top_losses(
     return _finish(fig, path)
 
 
+def similar_strip(
+    queries: Any,
+    neighbours: Any,
+    captions: Sequence[Sequence[str]],
+    *,
+    query_captions: Sequence[str] | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """One row per query: the query image, then its neighbours (Q, k, H, W) captioned
+    ``captions[q][j]`` (e.g. class and similarity), for "similar items"."""
+    q_imgs = _images(queries)
+    n_imgs = _np(neighbours)
+    if n_imgs.ndim != 4 or len(n_imgs) != len(q_imgs):
+        raise ConfigError(f"neighbours must have shape (Q, k, H, W) with Q={len(q_imgs)}, "
+                          f"got {n_imgs.shape}")
+    rows, k = n_imgs.shape[:2]
+    fig = _new_figure(1.3 * (k + 1), 1.55 * rows + 0.2)
+    axes = fig.subplots(rows, k + 1, squeeze=False)
+    for r in range(rows):
+        _bare(axes[r, 0])
+        axes[r, 0].imshow(q_imgs[r], cmap="binary", interpolation="nearest")
+        axes[r, 0].set_xlabel(query_captions[r] if query_captions else "query", fontsize=7,
+                              fontweight="bold")
+        for j in range(k):
+            ax = axes[r, j + 1]
+            _bare(ax)
+            ax.imshow(n_imgs[r, j], cmap="binary", interpolation="nearest")
+            ax.set_xlabel(captions[r][j], fontsize=7)
+    fig.suptitle("Similar training images, most similar first", fontsize=9)
+    return _finish(fig, path)
+
+
 def reliability_diagram(
     reliability_table: Sequence[Mapping[str, Any]],
     ece: float,

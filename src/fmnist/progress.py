@@ -1,8 +1,9 @@
 """Progress reporting that is a live bar on a terminal and quiet plain lines elsewhere.
 
 Library code asks for a :class:`Progress` and calls ``advance``; whether the user sees a
-rich progress bar (interactive terminal) or occasional log lines (CI, pipes, notebooks
-writing to files) is decided here, once.
+rich progress bar (interactive terminal), an HTML bar updated in place (Jupyter kernel:
+:class:`fmnist.display.NotebookBar`, no ANSI codes) or occasional log lines (CI, pipes)
+is decided here, once.
 """
 
 from __future__ import annotations
@@ -50,9 +51,15 @@ class Progress:
         self._bar = None
         self._task = None
         self._last_log = time.monotonic()
+        self._notebook = None  # fmnist.display.NotebookBar under a Jupyter kernel
 
     def __enter__(self) -> Progress:
-        if self.live:
+        from .display import NotebookBar, in_notebook
+
+        if self.enabled and in_notebook() and not os.environ.get("FMNIST_NO_PROGRESS"):
+            self._notebook = NotebookBar(self.description, self.total)
+            self._notebook.update(self.done, force=True)
+        elif self.live:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -78,11 +85,15 @@ class Progress:
     def set(self, **fields: object) -> None:
         self.fields.update({k: str(v) for k, v in fields.items()})
 
+    def _info(self) -> str:
+        return "  ".join(f"{k} {v}" for k, v in self.fields.items())
+
     def advance(self, amount: float = 1.0) -> None:
         self.done += amount
-        if self._bar is not None:
-            info = "  ".join(f"{k} {v}" for k, v in self.fields.items())
-            self._bar.update(self._task, advance=amount, info=info)
+        if self._notebook is not None:
+            self._notebook.update(self.done, self._info())
+        elif self._bar is not None:
+            self._bar.update(self._task, advance=amount, info=self._info())
         elif self.enabled and time.monotonic() - self._last_log >= self.log_every:
             self._last_log = time.monotonic()
             of = f"/{self.total:.0f}" if self.total else ""
@@ -95,5 +106,7 @@ class Progress:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._notebook is not None:
+            self._notebook.update(self.done, self._info(), force=True)
         if self._bar is not None:
             self._bar.__exit__(exc_type, exc, tb)

@@ -280,6 +280,16 @@ class Run:
     def test_accuracy(self) -> float | None:
         return self.test_metrics.get("accuracy")
 
+    def __repr__(self) -> str:
+        acc = self.test_accuracy
+        return (f"Run(dir={str(self.dir)!r}, recipe={self.recipe.name!r}, "
+                f"epochs={len(self.history)}, test_acc={'?' if acc is None else f'{acc:.4f}'})")
+
+    def _repr_html_(self) -> str:
+        from .display import run_card
+
+        return run_card(self)
+
 
 # --------------------------------------------------------------------------- callbacks
 

@@ -14,6 +14,8 @@ Routes (OpenAPI docs at ``/docs``):
 * ``GET /api/model`` -- the model card: arch, recipe, params, test accuracy, classes, date.
 * ``GET /api/gallery?n=12`` -- random test images of the run's dataset with true labels,
   loaded lazily on first use; ``available: false`` and a ``note`` when not found.
+* ``POST /api/similar?k=8`` -- the k most similar training images per file
+  (``fmnist.serve.similar``; 503 for an ONNX model or when the training data is missing).
 * ``GET /healthz`` -- liveness.
 
 Bad input never gives a 500. Policy when several files arrive and some are bad: **the
@@ -79,6 +81,8 @@ from ..preprocess import (
     preprocess,
 )
 from ..runs import read_json_object
+from .similar import SimilarService
+from .similar import router as similar_router
 
 log = logging.getLogger("fmnist")
 
@@ -600,6 +604,7 @@ def create_app(
         app.state.model_card = model_card(loaded, model_path)
         app.state.gallery = Gallery(gallery, model_path, loaded.classes,
                                     loaded.meta.get("dataset"))
+        app.state.similar = SimilarService(model_path, loaded.backend)
         log.debug("serving %r from %s", loaded, model_path)
         yield
         app.state.predictor = None
@@ -614,6 +619,7 @@ def create_app(
     app.add_middleware(_BodyLimit, max_bytes=max_files * max_upload_bytes + MULTIPART_SLACK)
     app.add_middleware(_SecurityHeaders)  # added last: outermost, so every response has them
     app.include_router(api)
+    app.include_router(similar_router)
     app.include_router(pages)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -198,6 +198,42 @@
     }
     const list = Array.isArray(body) ? body : body.results;
     batch.forEach((item, k) => showResult(item.li, list[k]));
+    for (const [k, item] of batch.entries()) {
+      if (list[k] && list[k].image && !list[k].error) await showSimilar(item.li, list[k].image);
+    }
+  }
+
+  // ------------------------------------------------------------ similar items
+
+  // Asks for the training images nearest to the 28x28 the model saw; a server that has
+  // no index (ONNX model, data not found) answers 503 and the row stays hidden.
+  async function showSimilar(li, seenB64) {
+    const form = new FormData();
+    form.append("files", b64ToBlob(seenB64, "image/png"), "seen.png");
+    let body;
+    try {
+      const res = await fetch("/api/similar?k=8", { method: "POST", body: form });
+      if (!res.ok) return;
+      body = await res.json();
+    } catch (err) {
+      return;
+    }
+    const items = (body[0] && body[0].similar) || [];
+    if (!items.length) return;
+    const row = li.querySelector(".similar-row");
+    row.replaceChildren(...items.map((n) => {
+      const fig = document.createElement("li");
+      fig.className = "similar-item";
+      const img = document.createElement("img");
+      img.src = `data:image/png;base64,${n.image}`;
+      img.alt = `${n.class} (training image ${n.index})`;
+      img.title = `${n.class}, similarity ${n.similarity.toFixed(2)}`;
+      const cap = document.createElement("span");
+      cap.textContent = n.class;
+      fig.append(img, cap);
+      return fig;
+    }));
+    li.querySelector(".similar").hidden = false;
   }
 
   function filesFrom(fileList) {

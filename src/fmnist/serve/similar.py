@@ -1,0 +1,99 @@
+"""``POST /api/similar``: the training images most similar to each uploaded image.
+
+The run's :class:`~fmnist.similar.SimilarFinder` is made on the first request (loading
+the cached index from the run folder, or building it once), in the threadpool, under a
+lock. A server on an ONNX file or without its training data answers 503 with the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
+
+from ..errors import FmnistError, ImageError
+
+router = APIRouter(tags=["api"])
+MAX_K = 64
+
+
+class SimilarService:
+    """Makes the run's SimilarFinder once, on demand; remembers why it cannot."""
+
+    def __init__(self, model_path: Path, backend: str) -> None:
+        self._model_path, self._backend = model_path, backend
+        self._lock = threading.Lock()
+        self._finder: Any = None
+        self._note: str | None = None
+
+    def get(self) -> tuple[Any, str | None]:
+        """(finder, None) or (None, why similar items are not available)."""
+        from ..similar import SimilarFinder
+        from .app import _first_line, _run_dir
+
+        with self._lock:
+            if self._finder is None and self._note is None:
+                run = _run_dir(self._model_path)
+                if run is None or self._backend == "onnx" or self._model_path.suffix == ".onnx":
+                    self._note = ("similar items need a run folder served with the torch "
+                                  "backend (an ONNX model has no features output)")
+                else:
+                    try:
+                        self._finder = SimilarFinder.from_run(run, device="cpu", offline=True)
+                    except FmnistError as e:
+                        self._note = f"similar items are not available ({_first_line(e)})"
+            return self._finder, self._note
+
+
+def _similar_one(finder: Any, upload: UploadFile, name: str, k: int,
+                 max_bytes: int) -> dict[str, Any]:
+    from ..preprocess import preprocess
+    from .app import _error_status, _FileError, _read_upload, png_base64
+
+    result: dict[str, Any] = {"file": name, "similar": [], "error": None, "status": 200}
+    data = b""
+    try:
+        data = _read_upload(upload, name, max_bytes)
+        image = preprocess(data, name=name).image
+    except _FileError as e:
+        return {**result, "error": e.detail, "status": e.status}
+    except ImageError as e:
+        return {**result, "error": str(e), "status": _error_status(data)}
+    (row,) = finder.search(image[None], k=k)
+    result["similar"] = [{**n.to_dict(), "image": png_base64(finder.images[n.index])}
+                         for n in row]
+    return result
+
+
+@router.post("/api/similar", summary="The most similar training images",
+             responses={503: {"description": "no index for this model: `{detail}`"}})
+def post_similar(
+    request: Request,
+    files: Annotated[list[UploadFile] | None,
+                     File(description="image files (field `files`)")] = None,
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="neighbours per image")] = 8,
+):
+    """One result per file: ``file``, ``similar`` (``index`` in the training split,
+    ``class``, ``label``, ``similarity`` (cosine), ``image`` base64 PNG, most similar
+    first), ``error``, ``status``. The first call may build the run's index."""
+    limits = request.app.state.limits
+    if not files:
+        return JSONResponse({"detail": "no files: send multipart/form-data with one or more "
+                             "images in the field `files`"}, status_code=400)
+    if len(files) > limits["max_files"]:
+        return JSONResponse({"detail": f"{len(files)} files sent, at most "
+                             f"{limits['max_files']} per request; split them up"},
+                            status_code=413)
+    finder, note = request.app.state.similar.get()
+    if finder is None:
+        return JSONResponse({"detail": note}, status_code=503)
+    results = [_similar_one(finder, f, (f.filename or f"file-{i + 1}")[-255:], k,
+                            limits["max_upload_bytes"]) for i, f in enumerate(files)]
+    failed = [r for r in results if r["error"]]
+    if len(failed) == len(results):
+        return JSONResponse({"detail": failed[0]["error"], "file": failed[0]["file"],
+                             "results": results}, status_code=failed[0]["status"])
+    return results
