@@ -125,7 +125,7 @@ def test_training_fits_on_held_out_training_images_never_test(learnable_dataset,
         return real(model, images, **kw)
 
     monkeypatch.setattr(cal, "view_logits_and_features", spy)
-    run = train(dataset=learnable_dataset, out=tmp_path / "run", model="baseline-small",
+    run = train(data=learnable_dataset, out=tmp_path / "run", model="baseline-small",
                 optimizer="adam", lr=3e-3, epochs=1, batch_size=64, train_limit=600)
     config = json.loads((run.dir / "config.json").read_text())
     assert config["calibration"]["split"] == "train-holdout"

@@ -35,7 +35,7 @@ def test_dataset_repr_and_card(learnable_dataset) -> None:
 def test_run_repr_and_card(learnable_dataset, tmp_path: Path) -> None:
     from fmnist.training import train
 
-    run = train(dataset=learnable_dataset, out=tmp_path / "r", model="baseline-small",
+    run = train(data=learnable_dataset, out=tmp_path / "r", model="baseline-small",
                 epochs=2, batch_size=64, train_limit=300, optimizer="adam", lr=3e-3)
     assert repr(run) == (f"Run(dir={str(run.dir)!r}, recipe='fast', epochs=2, "
                          f"test_acc={run.test_accuracy:.4f})")

@@ -37,8 +37,10 @@ def served(tmp_path_factory):
     specs = {}
     for seed, name in enumerate(DATASETS.names()):
         spec = DATASETS.get(name)
+        if spec.loader is not None:  # photo datasets: not four IDX files
+            continue
         folder = root / name
-        (xtr, ytr), (xte, yte) = learnable_arrays(30, seed), learnable_arrays(5, seed + 10)
+        (xtr, ytr), (xte, yte) = learnable_arrays(30, seed), learnable_arrays(10, seed + 10)
         md5, raw = {}, {}
         for part, arr in (("train_images", xtr), ("train_labels", ytr),
                           ("test_images", xte), ("test_labels", yte)):
@@ -76,7 +78,8 @@ def _fmnist(capsys, *args) -> str:
     return out.out
 
 
-def _pipeline(capsys, tmp_path: Path, data_args: list, image: Path) -> dict:
+def _pipeline(capsys, tmp_path: Path, data_args: list, image: Path,
+              export_args: tuple = ()) -> dict:
     """train -> evaluate -> predict -> export; returns the run's config.json."""
     run = tmp_path / "run"
     out = _fmnist(capsys, "train", *TRAIN, *data_args, "--out", run)
@@ -86,8 +89,11 @@ def _pipeline(capsys, tmp_path: Path, data_args: list, image: Path) -> dict:
     assert f"accuracy {metrics['accuracy']:.2%}" in out
     out = _fmnist(capsys, "predict", run, image, "--device", "cpu")
     assert out.startswith(f"{image}: ")
-    out = _fmnist(capsys, "export", run, "--json")
-    assert json.loads(out)["agreement"] >= 0.99 and (run / "model.onnx").is_file()
+    out = _fmnist(capsys, "export", run, "--json", *export_args)
+    exported = json.loads(out)
+    assert (run / "model.onnx").is_file()
+    if "--no-check" not in export_args:
+        assert exported["agreement"] >= 0.99
     return json.loads((run / "config.json").read_text())
 
 
@@ -135,7 +141,8 @@ def test_image_folder_with_16bit_pngs(tmp_path, capsys, one_thread):
             else:
                 _png(folder / part / f"c{label}" / f"{i}.png", img)
     image = next((folder / "test" / "c1").glob("*.png"))
-    config = _pipeline(capsys, tmp_path, ["--data-dir", folder], image)
+    # 15 test images: fewer than the parity check's minimum of 100 (tested in test_export)
+    config = _pipeline(capsys, tmp_path, ["--data-dir", folder], image, ("--no-check",))
     assert config["dataset"]["format"] == "image-folder"
     assert config["dataset"]["classes"] == ["c0", "c1", "c2"]
     assert config["augmentation"]["applied"] == ["flip"]  # folders keep the recipe's

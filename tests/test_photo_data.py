@@ -42,6 +42,7 @@ ROWS = [
     PhotoRow("train/hat/c.jpg", "hat", -1, "folder"),
     PhotoRow("validation/pants/d.jpg", "pants", 1, "folder"),
     PhotoRow("validation/hat/e.jpg", "hat", -1, "folder"),
+    PhotoRow("validation/shoes/f.jpg", "shoes", 7, "eye"),
 ]
 
 
@@ -198,7 +199,7 @@ def test_cache_is_reused_and_invalidated_by_photo_or_preprocessing(tmp_path, cac
     monkeypatch.setattr(photo_data, "preprocess_photos",
                         lambda r, rows: calls.append(1) or real(r, rows))
     first = cached_images(root, ROWS)
-    assert first.shape == (5, 28, 28) and first.dtype == np.uint8 and first.max() == 255
+    assert first.shape == (len(ROWS), 28, 28) and first.dtype == np.uint8 and first.max() == 255
     assert np.array_equal(cached_images(root, ROWS), first) and len(calls) == 1
     (root / ROWS[0].path).write_bytes(photo_bytes(42))  # a photo changed
     cached_images(root, ROWS)
@@ -225,7 +226,7 @@ def test_photo_split_keeps_none_rows_and_dataset_drops_them(tmp_path, cache, fak
     split = load_photo_split("train", root, offline=True)
     assert split.labels.tolist() == [1, 7, -1] and len(split.paths) == 3
     ds = load_dataset(PHOTOS_NAME, root, offline=True, verify=False)
-    assert ds.train.labels.tolist() == [1, 7] and ds.test.labels.tolist() == [1]
+    assert ds.train.labels.tolist() == [1, 7] and ds.test.labels.tolist() == [1, 7]
     assert ds.classes[7] == "Sneaker" and ds.format == "photos" and not ds.verified
 
 

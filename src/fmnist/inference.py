@@ -138,7 +138,8 @@ class _TorchBackend:
     def embed(self, images: np.ndarray) -> np.ndarray:
         from .similar import embed_model
 
-        return embed_model(self.model, images, mean=self.mean, std=self.std, device=self.device)
+        return embed_model(self.model, images, mean=self.meta.mean, std=self.meta.std,
+                           device=self.device)
 
 
 class _OnnxBackend:
@@ -165,6 +166,11 @@ class _OnnxBackend:
         x = torch.from_numpy(np.asarray(images, np.float32)[:, None])  # (N, 1, 28, 28) 0..255
         return np.asarray(tta_probs(view, x), np.float64), scores
 
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        raise ModelFileError("this ONNX file outputs class probabilities only, no features; "
+                             "use the run folder or model.pt (torch backend) for embed and "
+                             "similar items.")
+
 
 def _retemper(probs: np.ndarray, ratio: float) -> np.ndarray:
     """softmax(z / T1) -> softmax(z / T2) with ``ratio`` = T1 / T2: p**ratio, renormalised
@@ -176,11 +182,6 @@ def _retemper(probs: np.ndarray, ratio: float) -> np.ndarray:
     logp -= logp.max(axis=1, keepdims=True)
     e = np.exp(logp)
     return e / e.sum(axis=1, keepdims=True)
-
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        raise ModelFileError("this ONNX file outputs class probabilities only, no features; "
-                             "use the run folder or model.pt (torch backend) for embed and "
-                             "similar items.")
 
 
 # --------------------------------------------------------------------------- inputs

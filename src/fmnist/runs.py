@@ -132,9 +132,10 @@ class RunLock:
         """Release, and remove the folder if this process made it and nothing but the
         lock is in it (a training that failed before it wrote anything)."""
         self.release()
-        if self.created_dir and not _entries(self.run_dir):
+        if not _entries(self.run_dir):
             (self.run_dir / LOCK_NAME).unlink(missing_ok=True)
-            self.run_dir.rmdir()
+            if self.created_dir:
+                self.run_dir.rmdir()
 
     @classmethod
     def acquire(cls, run_dir: str | Path) -> RunLock:

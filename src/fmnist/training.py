@@ -60,7 +60,6 @@ from .recipes import Recipe, resolve_recipe
 from .runs import (
     HISTORY_FIELDS,  # noqa: F401  (re-exported: fmnist.training.HISTORY_FIELDS)
     RunLock,
-    check_out,
     create_run,
     dataset_checksums,
     read_config,
@@ -386,16 +385,13 @@ def train(
             ds = run_dataset(run_dir, previous, data_dir=data_dir, offline=offline,
                              data=data)
             data_dir = data_dir or previous.get("data_dir")
-        else:  # check --out, then the data: a bad data folder leaves no run folder behind
-            if out is not None and ctx.is_main:
-                check_out(out, overwrite)
+        elif ctx.is_main:  # a bad --out is refused before the data is even looked for
+            run_dir, lock = create_run(out, recipe.name, overwrite=overwrite)
+        if previous is None:  # a bad data folder: lock.discard() leaves no run folder behind
             ds = data or load_dataset(recipe.dataset, data_dir, offline=offline)
             recipe, augmentation = fit_augment(recipe, ds, explicit=set(overrides))
-        if ctx.is_main:  # rank 0 creates (or opens) and locks the folder; the others follow
-            if previous is None:
-                run_dir, lock = create_run(out, recipe.name, overwrite=overwrite)
-            else:
-                lock = RunLock.acquire(run_dir)
+        elif ctx.is_main:
+            lock = RunLock.acquire(run_dir)
         run_dir = Path(ctx.broadcast(str(run_dir) if ctx.is_main else None))
         checkpoint = (safe_load(run_dir / "checkpoints" / "last.pt")
                       if previous is not None else None)

@@ -51,17 +51,16 @@ class SimilarService:
 def _similar_one(finder: Any, upload: UploadFile, name: str, k: int,
                  max_bytes: int) -> dict[str, Any]:
     from ..preprocess import preprocess
-    from .app import _error_status, _FileError, _read_upload, png_base64
+    from .app import _FileError, _read_upload, image_error_status, png_base64
 
     result: dict[str, Any] = {"file": name, "similar": [], "error": None, "status": 200}
-    data = b""
     try:
         data = _read_upload(upload, name, max_bytes)
         image = preprocess(data, name=name).image
     except _FileError as e:
         return {**result, "error": e.detail, "status": e.status}
     except ImageError as e:
-        return {**result, "error": str(e), "status": _error_status(data)}
+        return {**result, "error": str(e), "status": image_error_status(e)}
     (row,) = finder.search(image[None], k=k)
     result["similar"] = [{**n.to_dict(), "image": png_base64(finder.images[n.index])}
                          for n in row]
