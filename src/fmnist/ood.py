@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, ModelFileError
 
 METHODS = ("relative", "mahalanobis", "energy")
 DEFAULT_METHOD = "relative"
@@ -43,8 +43,9 @@ def last_linear(model: nn.Module) -> nn.Linear:
     """The model's last ``nn.Linear`` (its classifier head)."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ConfigError(f"{type(model).__name__} has no nn.Linear head; the out-of-"
-                          "distribution score needs one (every registered model has it).")
+        raise ModelFileError(f"{type(model).__name__} has no nn.Linear head, so it has no "
+                             "penultimate features for the out-of-distribution score or "
+                             "similar items; use a registered fmnist model.")
     return linears[-1]
 
 

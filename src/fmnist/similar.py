@@ -39,37 +39,27 @@ INDEX_FILE = "similar-index.npz"
 INDEX_VERSION = 1
 
 
-def _last_linear(model: nn.Module) -> nn.Linear:
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ModelFileError(f"{type(model).__name__} has no nn.Linear layer, so it has no "
-                             "penultimate features to embed; use a registered fmnist model.")
-    return linears[-1]
-
-
 @torch.no_grad()
 def embed_model(model: nn.Module, images: np.ndarray, *, mean: float, std: float,
                 device: torch.device | str = "cpu", batch_size: int = 1024) -> np.ndarray:
     """(N, D) float32 unit-length penultimate features of uint8 (N, 28, 28) images.
 
-    A forward pre-hook on the last ``nn.Linear`` catches its input, which is the
+    The input of the last ``nn.Linear`` (:func:`fmnist.ood.feature_tap`), which is the
     penultimate layer for every registered model."""
     from .evaluation import normalize_batch
+    from .ood import feature_tap
 
-    captured: list[torch.Tensor] = []
-    hook = _last_linear(model).register_forward_pre_hook(
-        lambda _m, inputs: captured.append(inputs[0].detach().float().flatten(1)))
     was_training = model.training
     data = torch.as_tensor(np.asarray(images))
     outs: list[np.ndarray] = []
     try:
         model.eval()
-        for start in range(0, len(data), batch_size):
-            model(normalize_batch(data[start:start + batch_size].to(device), mean, std))
-            feats = captured.pop()
-            outs.append(nn.functional.normalize(feats, dim=1).cpu().numpy())
+        with feature_tap(model) as captured:
+            for start in range(0, len(data), batch_size):
+                model(normalize_batch(data[start:start + batch_size].to(device), mean, std))
+                feats = captured[0].detach().float()
+                outs.append(nn.functional.normalize(feats, dim=1).cpu().numpy())
     finally:
-        hook.remove()
         model.train(was_training)
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
