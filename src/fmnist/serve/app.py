@@ -482,6 +482,18 @@ def _answers(predictor: Predictor, probs: np.ndarray, scores: np.ndarray | None,
     return [PredictionResult("", top, row, ood_score=v, in_distribution=ok)
             for top, row, v, ok in zip(tops, probs, values, inside, strict=True)]
 
+def refuse_file_count(files: list | None, max_files: int) -> JSONResponse | None:
+    """400 for a request without files, 413 for more than ``max_files``; None when fine
+    (shared by /api/predict and /api/similar)."""
+    if not files:
+        return JSONResponse({"detail": "no files: send multipart/form-data with one or more "
+                             "images in the field `files`"}, status_code=400)
+    if len(files) > max_files:
+        return JSONResponse({"detail": f"{len(files)} files sent, at most "
+                             f"{max_files} per request; split them up"}, status_code=413)
+    return None
+
+
 # --------------------------------------------------------------------------- routes
 
 api = APIRouter(tags=["api"])
@@ -523,13 +535,8 @@ def post_predict(
     ``ms`` (preprocessing plus its share of the batched forward pass) and, with
     ``include_image``, ``image``. 200 when at least one file was classified."""
     limits = request.app.state.limits
-    if not files:
-        return JSONResponse({"detail": "no files: send multipart/form-data with one or more "
-                             "images in the field `files`"}, status_code=400)
-    if len(files) > limits["max_files"]:
-        return JSONResponse({"detail": f"{len(files)} files sent, at most "
-                             f"{limits['max_files']} per request; split them up"},
-                            status_code=413)
+    if (refused := refuse_file_count(files, limits["max_files"])) is not None:
+        return refused
     state = request.app.state
     results = _predict_uploads(state.predictor, files, max_bytes=limits["max_upload_bytes"],
                                include_image=include_image, top_k=top_k,

@@ -79,13 +79,10 @@ def post_similar(
     ``class``, ``label``, ``similarity`` (cosine), ``image`` base64 PNG, most similar
     first), ``error``, ``status``. The first call may build the run's index."""
     limits = request.app.state.limits
-    if not files:
-        return JSONResponse({"detail": "no files: send multipart/form-data with one or more "
-                             "images in the field `files`"}, status_code=400)
-    if len(files) > limits["max_files"]:
-        return JSONResponse({"detail": f"{len(files)} files sent, at most "
-                             f"{limits['max_files']} per request; split them up"},
-                            status_code=413)
+    from .app import refuse_file_count
+
+    if (refused := refuse_file_count(files, limits["max_files"])) is not None:
+        return refused
     finder, note = request.app.state.similar.get()
     if finder is None:
         return JSONResponse({"detail": note}, status_code=503)
