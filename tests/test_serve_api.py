@@ -437,7 +437,7 @@ def test_busy_decode_slots_answer_503_with_retry_after(run_dir, learnable_datase
     app = create_app(run_dir, device="cpu", gallery=False, max_decodes=2, decode_wait_s=0.05)
     png = encode(learnable_dataset.test.images[0])
     with TestClient(app) as c:
-        slots = app.state.decode_slots
+        slots = app.state.server.decode_slots
         assert slots.acquire(blocking=False) and slots.acquire(blocking=False)
         try:  # both slots taken, as by two long decodes
             r = c.post("/api/predict", files={"files": ("a.png", png, "image/png")})
