@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, Request
 
 from ..inference import Predictor
+
+if TYPE_CHECKING:  # for type hints only: similar.py imports this module
+    from .gallery import Gallery
+    from .similar import SimilarService
 
 
 @dataclass
@@ -26,8 +30,8 @@ class ServerState:
     decode_wait_s: float
     predictor: Predictor | None = None
     model_card: dict[str, Any] = field(default_factory=dict)
-    gallery: Any = None
-    similar: Any = None
+    gallery: Gallery | None = None
+    similar: SimilarService | None = None
 
 
 def get_state(request: Request) -> ServerState:
