@@ -174,8 +174,8 @@ pages = APIRouter(include_in_schema=False)
 State = Annotated[ServerState, Depends(get_state)]
 Model = Annotated[Predictor, Depends(get_predictor)]
 _FILE_ERROR = {"model": schemas.FileFailure,
-               "description": "no file could be classified: the first failure names it"}
-_REFUSED = {"model": schemas.Detail, "description": "the request itself was refused"}
+               "description": "no file could be classified: the first failure names it (a "
+               "request refused as a whole, e.g. no files, gets `{detail}` alone)"}
 
 
 @api.get("/healthz", summary="Liveness", response_model=schemas.Health)
