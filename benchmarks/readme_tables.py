@@ -174,7 +174,19 @@ def ood(doc: dict) -> str:
             + _machine(doc))
 
 
+def tta(doc: dict) -> str:
+    """Accuracy of each test-time view set, then evaluation speed against a train step."""
+    lines = ["| views averaged | test acc |", "|---|---:|"]
+    lines += [f"| {name} | {_pct(acc, 2)} |" for name, acc in doc["accuracy"].items()]
+    rates = doc["images_per_cpu_second"]
+    lines += ["", "| images per CPU-second | " + " | ".join(rates) + " |",
+              "|---|" + "---:|" * len(rates),
+              "| " + doc["recipe"] + " | " + " | ".join(f"{v:,}" for v in rates.values()) + " |"]
+    return "\n".join(lines) + "\n\n" + _machine(doc)
+
+
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
+    "tta": ("tta-cpu.json", tta),
     "ood": ("ood-cpu.json", ood),
     "baselines": ("baselines-cpu.json", baselines),
     "time-to-accuracy": ("time-to-accuracy-cpu.json", time_to_accuracy),
