@@ -165,7 +165,7 @@ def _parsers_inference(sub) -> None:
     pr.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                     help="auto: onnx for .onnx files, torch otherwise")
     pr.add_argument("--device", default="auto", help="torch backend: auto, cpu, cuda")
-    pr.add_argument("--tta", action="store_true", help="average over the image and its mirror image")
+    pr.add_argument("--tta", action="store_true", help="average over the image and its mirror")
     ex = sub.add_parser(
         "export", help="export a run's model to ONNX (checked against PyTorch)",
         description="Export a run's model to ONNX: input float32 pixels 0..255 (N,1,28,28), "
