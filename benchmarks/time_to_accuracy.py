@@ -2,26 +2,36 @@
 
     python benchmarks/time_to_accuracy.py [--recipes fast,baseline-3conv,accurate:1]
                                           [--seeds 3] [--budget SECONDS] [--device auto]
+                                          [--keras [--keras-python PYTHON]]
 
 Every run evaluates the 10,000 test images at each epoch end; that evaluation is timed
 separately and excluded from the training time on the curve. Writes
 ``benchmarks/results/time-to-accuracy-<device>.json`` (each run's curve, time to
 90/91/92/93/94%, final accuracy; per recipe the median and spread over seeds and the
-speedup against ``baseline-3conv``; the machine) and ``time-to-accuracy-<device>.png``,
+speedup against the reference (below); the machine) and ``time-to-accuracy-<device>.png``,
 and prints a table. ``python benchmarks/readme_tables.py`` copies the table into the README.
 
-Speedup = (baseline-3conv's median full training time) / (the recipe's median time to
-reach baseline-3conv's median final test accuracy).
+With ``--keras`` the tutorial's own Keras code (``keras_reference.py``, tensorflow-cpu)
+trains first, in a subprocess of this run (``--keras-python``: an interpreter with
+tensorflow; default this one), as the recipe ``keras-tutorial``; without tensorflow it is
+skipped and the reason recorded. It is then the reference of the speedup column:
+
+Speedup = (the reference's median full training time) / (the recipe's median time to
+reach the reference's median final test accuracy); the reference is ``keras-tutorial``
+when it ran, else ``baseline-3conv``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from _common import RESULTS, device_tag, select_device, write_result
 
@@ -32,6 +42,7 @@ from fmnist.training import EpochState, train
 
 THRESHOLDS = (0.90, 0.91, 0.92, 0.93, 0.94, 0.945, 0.95)
 REFERENCE = "baseline-3conv"
+KERAS = "keras-tutorial"
 
 
 class TestCurve:
@@ -62,6 +73,7 @@ def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
 
 def summarize(runs: list[dict]) -> dict[str, dict]:
     by_recipe: dict[str, list[dict]] = {}
+    reference = KERAS if any(r["recipe"] == KERAS for r in runs) else REFERENCE
     for r in runs:
         by_recipe.setdefault(r["recipe"], []).append(r)
     summary = {}
@@ -85,8 +97,8 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
                 "reached": f"{len(reached)}/{len(times)}",
             }
         summary[name] = s
-    if REFERENCE in summary:
-        ref = summary[REFERENCE]
+    if reference in summary:
+        ref = summary[reference]
         target = ref["final_accuracy_median"]
         for name, s in summary.items():
             times = [time_to(r["curve"], target) for r in by_recipe[name]]
@@ -97,7 +109,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
             else:
                 s["time_to_reference_accuracy"] = None
                 s["speedup_vs_reference"] = None
-        summary["_reference"] = {"recipe": REFERENCE, "accuracy": target,
+        summary["_reference"] = {"recipe": reference, "accuracy": target,
                                  "train_seconds": ref["train_seconds_median"]}
     return summary
 
@@ -120,6 +132,28 @@ def print_table(summary: dict[str, dict]) -> None:
               f"{'-' if speed is None else f'{speed:.1f}x':>8s}")
 
 
+def keras_runs(python: str, seeds: int, data_dir: str | None, limit: int | None = None
+               ) -> tuple[list[dict], str | None]:
+    """Run keras_reference.py in a subprocess: its runs (time_to recomputed on this
+    script's thresholds), or no runs and the reason it was skipped."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "keras.json"
+        cmd = [python, str(Path(__file__).with_name("keras_reference.py")),
+               "--seeds", str(seeds), "--out", str(out)]
+        cmd += (["--data-dir", data_dir] if data_dir else []) + (
+            ["--limit", str(limit)] if limit else [])
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not out.is_file():
+            last = (done.stdout + done.stderr).strip().splitlines() or ["no output"]
+            return [], last[-1]
+        runs = json.loads(out.read_text())["runs"]
+    for r in runs:
+        r["time_to"] = {f"{th:g}": time_to(r["curve"], th) for th in THRESHOLDS}
+        print(f"{KERAS} seed {r['seed']}: {r['final_accuracy']:.2%} after "
+              f"{r['train_seconds']:.0f} s training ({r['epochs']} epochs)", flush=True)
+    return runs, None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipes", default=f"fast,{REFERENCE},accurate",
@@ -130,11 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir")
     p.add_argument("--out-stem", default="time-to-accuracy")
     p.add_argument("--train-limit", type=int, help="smoke test on a training subset")
+    p.add_argument("--keras", action="store_true",
+                   help="also train the tutorial's Keras code (keras_reference.py)")
+    p.add_argument("--keras-python", default=sys.executable,
+                   help="interpreter with tensorflow for --keras (default: this one)")
+    p.add_argument("--keras-seeds", type=int, default=1)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     device = select_device(args.device)
     ds = load_dataset("fashion-mnist", args.data_dir)
-    runs = []
+    runs, keras_skipped = [], None
+    if args.keras:
+        runs, keras_skipped = keras_runs(args.keras_python, args.keras_seeds, args.data_dir,
+                                          args.train_limit)
+        if keras_skipped:
+            print(f"{KERAS} skipped: {keras_skipped}")
     for item in args.recipes.split(","):
         name, _, n_seeds = item.partition(":")  # "accurate:1" runs that recipe with 1 seed
         recipe = get_recipe(name)
@@ -160,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.out_stem
     path = write_result(stem, device, {"recipes": args.recipes.split(","),
                                        "seeds": args.seeds, "budget": args.budget,
+                                       "keras_skipped": keras_skipped,
                                        "summary": summary, "runs": runs})
     curves = {f"{r['recipe']} s{r['seed']}": r["curve"] for r in runs}
     png = RESULTS / f"{stem}-{device_tag(device)}.png"

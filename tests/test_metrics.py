@@ -215,12 +215,29 @@ def test_tta_identity_predict_fn_averages_all_views():
 
     x = torch.rand(4, 1, 28, 28)
     before = x.clone()
-    out = M.tta_probs(predict, x)
+    shifts = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+    out = M.tta_probs(predict, x, shifts=shifts)
     assert out.shape == (4, 3)
     np.testing.assert_allclose(out, np.tile([1.0, 0.0, 0.0], (4, 1)))
     assert len(calls) == 10  # 5 shifts x (plain, flipped)
     assert torch.equal(x, before)  # input untouched
     assert all(c.shape == x.shape for c in calls)
+
+
+def test_tta_default_is_the_image_and_its_mirror():
+    calls = []
+
+    def predict(v: torch.Tensor) -> torch.Tensor:
+        calls.append(v)
+        return torch.softmax(v.flatten(1)[:, :3].float(), 1)  # depends on the view
+
+    x = torch.rand(4, 1, 28, 28)
+    out = M.tta_probs(predict, x)
+    assert len(calls) == 2 and calls[0] is x  # the plain view first, as itself
+    assert torch.equal(calls[1], x.flip(-1))
+    expected = (predict(x) + predict(x.flip(-1))) / 2
+    np.testing.assert_allclose(out, expected.double().numpy(), rtol=1e-6)
+    assert out.dtype == np.float64
 
 
 def test_tta_shift_uses_padding_not_wraparound():

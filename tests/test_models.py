@@ -200,6 +200,20 @@ def test_whitening_stem_whitens_patches_of_the_data() -> None:
     assert whiten.conv.weight.grad is None and whiten.conv.bias.grad is not None
 
 
+def test_frozen_whitening_stem_sends_no_gradient_into_the_image_side() -> None:
+    seen = {}
+    for stem in ("whiten", "whiten-frozen"):
+        model = create_model("fastnet", stem=stem, widths=(16, 32))
+        first = model.blocks[0].conv
+        first.register_forward_hook(lambda m, i, o, stem=stem: seen.update({stem: i[0]}))
+        F.cross_entropy(model(_batch(8)), torch.arange(8)).backward()
+        assert first.weight.grad is not None
+    assert not any(p.requires_grad for p in model.stem.parameters())
+    assert model.stem[0].conv.bias.grad is None
+    # so autograd skips block 1's input gradient, which the trained bias needs
+    assert seen["whiten"].requires_grad and not seen["whiten-frozen"].requires_grad
+
+
 def test_logit_scale_scales_logits() -> None:
     torch.manual_seed(0)
     plain = create_model("fastnet").eval()

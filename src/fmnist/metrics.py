@@ -329,7 +329,7 @@ def tta_probs(
     predict_fn: Callable[[torch.Tensor], np.ndarray | torch.Tensor],
     images_tensor: torch.Tensor,
     *,
-    shifts: Sequence[tuple[int, int]] = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)),
+    shifts: Sequence[tuple[int, int]] = ((0, 0),),
     flip: bool = True,
     fill: float | None = None,
 ) -> np.ndarray:
@@ -341,7 +341,12 @@ def tta_probs(
     also scored left-right mirrored, so there are ``len(shifts) * 2`` views. ``fill`` is
     the padding value; ``None`` pads each image with its own minimum, which is the
     background both for raw [0, 1] images and for mean/std-normalized ones. The input
-    tensor is not modified; ``predict_fn`` is called once per view.
+    tensor is not modified; ``predict_fn`` is called once per view, first with
+    ``images_tensor`` itself when ``(0, 0)`` comes first.
+
+    The default is the image and its mirror image (2 views): on a ``fast`` model, trained
+    with flips only, they score 92.88% against 92.63% for flips x 1-px shifts (10 views,
+    5x the forward passes) and 92.45% for one view (``benchmarks/tta.py``).
     """
     if not isinstance(images_tensor, torch.Tensor) or images_tensor.ndim != 4:
         shape = tuple(getattr(images_tensor, "shape", ()))
@@ -352,22 +357,19 @@ def tta_probs(
     if len(shifts) == 0:
         raise ConfigError("tta_probs needs at least one shift, e.g. shifts=((0, 0),)")
     x = images_tensor
-    if fill is None:
+    if fill is None and any(s != (0, 0) for s in shifts):
         fill_t = x.amin(dim=(1, 2, 3), keepdim=True)
     else:
-        fill_t = torch.full((1, 1, 1, 1), float(fill), dtype=x.dtype, device=x.device)
-    total: np.ndarray | None = None
+        fill_t = torch.full((1, 1, 1, 1), float(fill or 0.0), dtype=x.dtype, device=x.device)
+    total: torch.Tensor | None = None
     n_views = 0
     with torch.no_grad():
         for dy, dx in shifts:
             shifted = _shift(x, int(dy), int(dx), fill_t)
             views = [shifted, torch.flip(shifted, dims=(-1,))] if flip else [shifted]
             for view in views:
-                p = predict_fn(view)
-                if isinstance(p, torch.Tensor):
-                    p = p.detach().float().cpu().numpy()
-                p = np.asarray(p, dtype=np.float64)
+                p = torch.as_tensor(predict_fn(view)).detach().to("cpu", torch.float64)
                 total = p if total is None else total + p
                 n_views += 1
     assert total is not None
-    return total / n_views
+    return (total / n_views).numpy()

@@ -393,14 +393,19 @@ class PatchWhitening(nn.Module):
     ``init_from_data`` sets the filters to the eigenvectors of the patch covariance
     scaled by 1/sqrt(eigenvalue) and their negatives (2*C*k*k channels), so after a ReLU
     the stem passes on every patch direction at unit variance from the first step. The
-    filters stay fixed; the bias trains. Untouched, the filters are a random frozen conv.
+    filters stay fixed; the bias trains unless ``train_bias`` is False. Untouched, the
+    filters are a random frozen conv.
     """
 
-    def __init__(self, in_channels: int, kernel: int, eps: float = 5e-4) -> None:
+    def __init__(self, in_channels: int, kernel: int, eps: float = 5e-4,
+                 train_bias: bool = True) -> None:
         super().__init__()
         dim = in_channels * kernel * kernel
         self.conv = nn.Conv2d(in_channels, 2 * dim, kernel, padding=kernel // 2)
         self.conv.weight.requires_grad_(False)
+        # a frozen bias too: nothing before the first block trains, so backward stops at
+        # block 1's conv and skips its input gradient (a sixth of a step's FLOPs)
+        self.conv.bias.requires_grad_(train_bias)
         self.eps = eps
 
     @property
@@ -462,8 +467,8 @@ class FastNet(nn.Module):
         zero_init_residual: bool,
     ) -> None:
         super().__init__()
-        if stem == "whiten":
-            whiten = PatchWhitening(in_channels, 3)
+        if stem.startswith("whiten"):
+            whiten = PatchWhitening(in_channels, 3, train_bias=stem == "whiten")
             self.stem = nn.Sequential(whiten, _ACTIVATIONS[act]())
             stem_width = whiten.out_channels
         else:
@@ -536,7 +541,7 @@ def _fastnet(
         in_channels=in_channels,
         widths=widths,
         stem_width=_check_positive_int("fastnet stem_width", stem_width),
-        stem=_check_choice("fastnet stem", stem, ("conv", "whiten")),
+        stem=_check_choice("fastnet stem", stem, ("conv", "whiten", "whiten-frozen")),
         residual=tuple(residual),
         act=_check_choice("fastnet act", act, tuple(_ACTIVATIONS)),
         pool=_check_choice("fastnet pool", pool, ("max", "avg")),
@@ -553,6 +558,7 @@ def fastnet(
     widths: tuple[int, ...] = (32, 64, 128),  # channels per block; each block halves H, W
     stem_width: int = 16,  # channels of the full-resolution stem conv (the costly layer)
     stem: str = "conv",  # "conv" (conv-BN-act) | "whiten": frozen 3x3 patch whitening, 18 ch
+    # (trained bias) | "whiten-frozen": bias frozen at 0 too, no gradient into the stem
     residual: bool | tuple[bool, ...] | None = None,  # residual conv per block; None: all but 1st
     act: str = "relu",  # "relu" | "gelu"
     pool: str = "max",  # global pooling before the head: "max" | "avg"
