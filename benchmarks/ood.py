@@ -15,7 +15,7 @@ data): ``msp`` (1 - calibrated max probability), ``energy`` (-logsumexp of the l
 (never ``validation/``): ``oe_knn``, the distance to the nearest in-distribution training
 feature (Fashion-MNIST + labelled training photos) minus that to the nearest training
 photo labelled -1, and ``stored_oe`` = stored + :data:`OE_WEIGHT` x oe_knn (both standardized
-on 2,000 held-out training images). The stored
+on 2,000 training images that are in neither bank). The stored
 threshold's rejection rates are reported beside them, as is the cost of the score::
 
     python benchmarks/ood.py runs/fast --photos ../shared/photos --threads 1
@@ -135,7 +135,7 @@ def all_scores(model, meta, images: np.ndarray, banks: dict, device) -> dict:
 
 def add_combined(scores: list[dict], held: dict) -> None:
     """``stored_oe``: the stored score plus :data:`OE_WEIGHT` x ``oe_knn``, each
-    standardized like the stored parts (median 0, 95th percentile 1) on held-out
+    standardized like the stored parts (median 0, 95th percentile 1) on
     Fashion-MNIST training images that are in no bank."""
     def standard(key: str, v: np.ndarray) -> np.ndarray:
         c = np.median(held[key])
@@ -150,7 +150,7 @@ def make_banks(model, meta, ds, photos_root: Path | None, device) -> tuple[dict,
     """Normalized training features to compare with: ``fmnist`` (the 20,000 images the
     scorer is fitted on), and with photos ``inside`` (those + the labelled training photos)
     and ``outliers`` (the training photos labelled -1); and 2,000 other training images,
-    held out of every bank, to standardize with."""
+    in no bank (the model may have trained on them), to standardize with."""
     from fmnist.photo_data import load_photo_split
 
     rest, keep = stratified_split(ds.train.labels, FIT_IMAGES / len(ds.train), 0)
