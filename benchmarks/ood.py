@@ -10,7 +10,12 @@ Five scores from the same forward pass are compared (higher = less like the trai
 data): ``msp`` (1 - calibrated max probability), ``energy`` (-logsumexp of the logits),
 ``mahalanobis`` (nearest class mean, shared covariance), ``knn`` (cosine distance to the
 10th nearest of 20,000 training images) and ``stored``, the model's own
-:class:`fmnist.ood.OodScorer` (relative Mahalanobis + normalized-feature Mahalanobis). The stored
+:class:`fmnist.ood.OodScorer` (relative Mahalanobis + normalized-feature Mahalanobis). With
+``--photos``, two outlier-exposure scores that use clothing-dataset-small ``train/`` photos
+(never ``validation/``): ``oe_knn``, the distance to the nearest in-distribution training
+feature (Fashion-MNIST + labelled training photos) minus that to the nearest training
+photo labelled -1, and ``stored_oe`` = stored + :data:`OE_WEIGHT` x oe_knn (both standardized
+on 2,000 training images that are in neither bank). The stored
 threshold's rejection rates are reported beside them, as is the cost of the score::
 
     python benchmarks/ood.py runs/fast --photos ../shared/photos --threads 1
@@ -21,7 +26,6 @@ writes ``benchmarks/results/ood-cpu.json``.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import string
 import time
@@ -39,6 +43,9 @@ from fmnist.ood import FIT_IMAGES, OodScorer, auroc, fpr_at_tpr
 
 log = logging.getLogger("fmnist")
 KNN_K = 10
+OE_WEIGHT = 3.0
+"""Weight of ``oe_knn`` in ``stored_oe``, chosen on `fast` by sweeping 1..8: higher trades
+Fashion-MNIST-vs-synthetic AUROC for labelled-vs-(-1) photo AUROC."""
 
 
 # --------------------------------------------------------------------------- OOD sets
@@ -87,36 +94,79 @@ def noise(n: int = 600, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def photos(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(labelled, labelled -1) validation photos of clothing-dataset-small, preprocessed."""
-    from fmnist.preprocess import preprocess
+    """(labelled, labelled -1) validation photos of clothing-dataset-small, preprocessed
+    (through the photo cache of :mod:`fmnist.photo_data`)."""
+    from fmnist.photo_data import load_photo_split
 
-    base = root / "clothing-dataset-small"
-    rows = list(csv.DictReader(open(base / "fmnist-labels.csv", encoding="utf-8")))
-    rows = [r for r in rows if r["path"].startswith("validation/")]
-    images = {r["path"]: preprocess(base / r["path"]).image for r in rows}
-    known = np.stack([images[r["path"]] for r in rows if int(r["label"]) >= 0])
-    none = np.stack([images[r["path"]] for r in rows if int(r["label"]) < 0])
-    return known, none
+    val = load_photo_split("test", root)
+    return val.images[val.labels >= 0], val.images[val.labels < 0]
 
 
 # --------------------------------------------------------------------------- scores
 
 
-def all_scores(model, meta, images: np.ndarray, bank: torch.Tensor, device) -> dict:
-    """Every method's (N,) score for ``images`` from one forward pass."""
+def kth_distance(f: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
+    """(N,) cosine distance of each L2-normalized row of ``f`` to its k-th nearest in ``bank``."""
+    return torch.cat([(1 - f[i:i + 1024] @ bank.T).topk(k, 1, largest=False).values[:, -1]
+                      for i in range(0, len(f), 1024)])
+
+
+def all_scores(model, meta, images: np.ndarray, banks: dict, device) -> dict:
+    """Every method's (N,) score for ``images`` from one forward pass. With outlier banks
+    (``--photos``), ``oe_knn`` is outlier exposure by nearest neighbours: the distance to
+    the nearest in-distribution training feature (Fashion-MNIST and labelled training
+    photos) minus the distance to the nearest training photo labelled -1."""
     logits, feats = view_logits_and_features(model, images, mean=meta.mean, std=meta.std,
                                              device=device)
     z = logits[0]
     probs = torch.softmax(z / meta.temperature, 1)
     f = torch.nn.functional.normalize(feats, dim=1)
-    knn = torch.cat([(1 - f[i:i + 1024] @ bank.T).topk(KNN_K, 1, largest=False).values[:, -1]
-                     for i in range(0, len(f), 1024)])
     plain = OodScorer.from_meta({**meta.ood, "method": "mahalanobis"})
-    return {"msp": (1 - probs.max(1).values).numpy(),
-            "energy": (-torch.logsumexp(z, 1)).numpy(),
-            "mahalanobis": plain(feats, z).numpy(),
-            "knn": knn.numpy(),
-            "stored": OodScorer.from_meta(meta.ood)(feats, z).numpy()}
+    out = {"msp": (1 - probs.max(1).values).numpy(),
+           "energy": (-torch.logsumexp(z, 1)).numpy(),
+           "mahalanobis": plain(feats, z).numpy(),
+           "knn": kth_distance(f, banks["fmnist"], KNN_K).numpy(),
+           "stored": OodScorer.from_meta(meta.ood)(feats, z).numpy()}
+    if "outliers" in banks:
+        out["oe_knn"] = (kth_distance(f, banks["inside"], 1)
+                         - kth_distance(f, banks["outliers"], 1)).numpy()
+    return out
+
+
+def add_combined(scores: list[dict], held: dict) -> None:
+    """``stored_oe``: the stored score plus :data:`OE_WEIGHT` x ``oe_knn``, each
+    standardized like the stored parts (median 0, 95th percentile 1) on
+    Fashion-MNIST training images that are in no bank."""
+    def standard(key: str, v: np.ndarray) -> np.ndarray:
+        c = np.median(held[key])
+        return (v - c) / (np.quantile(held[key], 0.95) - c)
+
+    for s in scores:
+        s["stored_oe"] = standard("stored", s["stored"]) + OE_WEIGHT * standard("oe_knn",
+                                                                                s["oe_knn"])
+
+
+def make_banks(model, meta, ds, photos_root: Path | None, device) -> tuple[dict, np.ndarray]:
+    """Normalized training features to compare with: ``fmnist`` (the 20,000 images the
+    scorer is fitted on), and with photos ``inside`` (those + the labelled training photos)
+    and ``outliers`` (the training photos labelled -1); and 2,000 other training images,
+    in no bank (the model may have trained on them), to standardize with."""
+    from fmnist.photo_data import load_photo_split
+
+    rest, keep = stratified_split(ds.train.labels, FIT_IMAGES / len(ds.train), 0)
+    _, held = stratified_split(ds.train.labels[rest], 2000 / len(rest), 1)
+
+    def feats(images: np.ndarray) -> torch.Tensor:
+        _, f = view_logits_and_features(model, images, mean=meta.mean, std=meta.std,
+                                        device=device)
+        return torch.nn.functional.normalize(f, dim=1)
+
+    banks = {"fmnist": feats(ds.train.images[keep])}
+    if photos_root is not None:
+        train = load_photo_split("train", photos_root)
+        banks["inside"] = torch.cat([banks["fmnist"], feats(train.images[train.labels >= 0])])
+        banks["outliers"] = feats(train.images[train.labels < 0])
+    return banks, ds.train.images[rest[held]]
 
 
 def score_cost(model, meta, images: np.ndarray, device, repeats: int = 5) -> dict:
@@ -142,6 +192,21 @@ def score_cost(model, meta, images: np.ndarray, device, repeats: int = 5) -> dic
             "ms_per_image_scorer_alone": round(1000 * alone, 4)}
 
 
+def table_of(pairs: dict, threshold: float) -> dict:
+    """Per in/out pair: AUROC and FPR@95 of every score, the stored threshold's rejections."""
+    table = {}
+    for name, (a, b) in pairs.items():
+        table[name] = {
+            "n_in": len(a["msp"]), "n_out": len(b["msp"]),
+            **{f"auroc_{m}": round(auroc(a[m], b[m]), 4) for m in a},
+            **{f"fpr95_{m}": round(fpr_at_tpr(a[m], b[m]), 4) for m in a},
+            "stored_threshold_rejects_in": round(float((a["stored"] > threshold).mean()), 4),
+            "stored_threshold_rejects_out": round(float((b["stored"] > threshold).mean()), 4),
+        }
+        log.info("%-14s %s", name, {k: v for k, v in table[name].items() if "auroc" in k})
+    return table
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="run folder (calibrated: see `fmnist calibrate`)")
@@ -159,38 +224,27 @@ def main() -> None:
     if not meta.ood:
         raise SystemExit(f"{args.run}: no OOD scorer in model.pt; run `fmnist calibrate`.")
     ds = load_dataset(meta.dataset, args.data_dir)
-    _, keep = stratified_split(ds.train.labels, FIT_IMAGES / len(ds.train), 0)
-    _, bank = view_logits_and_features(model, ds.train.images[keep], mean=meta.mean,
-                                       std=meta.std, device=device)
-    bank = torch.nn.functional.normalize(bank, dim=1)
+    banks, held = make_banks(model, meta, ds, args.photos, device)
 
     sets = {"digits": digits(), "glyphs": glyphs(), **noise()}
-    inside = all_scores(model, meta, ds.test.images, bank, device)
-    pairs = {name: (inside, all_scores(model, meta, imgs, bank, device))
+    inside = all_scores(model, meta, ds.test.images, banks, device)
+    pairs = {name: (inside, all_scores(model, meta, imgs, banks, device))
              for name, imgs in sets.items()}
     if args.photos:
         known, none = photos(args.photos)
-        pairs["photos-minus1"] = (all_scores(model, meta, known, bank, device),
-                                  all_scores(model, meta, none, bank, device))
-        sets["photos-minus1"] = none
+        pairs["photos-minus1"] = (all_scores(model, meta, known, banks, device),
+                                  all_scores(model, meta, none, banks, device))
+        add_combined([inside, *(b for _, b in pairs.values()), pairs["photos-minus1"][0]],
+                     all_scores(model, meta, held, banks, device))
     t = meta.ood["threshold"]
-    table = {}
-    for name, (a, b) in pairs.items():
-        table[name] = {
-            "n_in": len(a["msp"]), "n_out": len(b["msp"]),
-            **{f"auroc_{m}": round(auroc(a[m], b[m]), 4) for m in a},
-            **{f"fpr95_{m}": round(fpr_at_tpr(a[m], b[m]), 4) for m in a},
-            "stored_threshold_rejects_in": round(float((a["stored"] > t).mean()), 4),
-            "stored_threshold_rejects_out": round(float((b["stored"] > t).mean()), 4),
-        }
-        log.info("%-14s %s", name, {k: v for k, v in table[name].items() if "auroc" in k})
     payload = {"run": str(args.run), "recipe": meta.recipe, "threads": torch.get_num_threads(),
                "temperature": meta.temperature,
                "ood_method": meta.ood["method"], "threshold": t, "knn_k": KNN_K,
-               "sets": table, "cost": score_cost(model, meta, ds.test.images[:2048], device)}
+               "oe_weight": OE_WEIGHT if args.photos else None,
+               "sets": table_of(pairs, t),
+               "cost": score_cost(model, meta, ds.test.images[:2048], device)}
     path = write_result("ood", device, payload)
     log.info("cost %s\nwrote %s", payload["cost"], path)
-
 
 if __name__ == "__main__":
     main()

@@ -155,7 +155,8 @@ def train_step(doc: dict) -> str:
 
 
 def ood(doc: dict) -> str:
-    methods = ("msp", "energy", "mahalanobis", "knn", "stored")
+    methods = ("msp", "energy", "mahalanobis", "knn", "stored", "oe_knn", "stored_oe")
+    methods = tuple(m for m in methods if f"auroc_{m}" in next(iter(doc["sets"].values())))
     lines = ["| in vs out | images in / out | " + " | ".join(f"AUROC {m}" for m in methods)
              + " | FPR@95 stored | rejected at the stored threshold: in / out |",
              "|---|---:|" + "---:|" * len(methods) + "---:|---:|"]
@@ -185,9 +186,22 @@ def tta(doc: dict) -> str:
     return "\n".join(lines) + "\n\n" + _machine(doc)
 
 
+def inference_score(doc: dict) -> str:
+    lines = ["| backend | images/s batch 256: with / without the score | ratio "
+             "| latency p50 batch 1: with / without | ratio |", "|---|---:|---:|---:|---:|"]
+    for r in doc["results"]:
+        w, wo, q = r["with_score"], r["without_score"], r["ratio_with_over_without"]
+        lines.append(f"| {r['name']} | {w['images_per_s_batch256']:,.0f} / "
+                     f"{wo['images_per_s_batch256']:,.0f} | {q['images_per_s_batch256']:.2f} "
+                     f"| {w['latency_p50_ms']:.3f} / {wo['latency_p50_ms']:.3f} ms "
+                     f"| {q['latency_p50_ms']:.2f} |")
+    return "\n".join(lines) + "\n\n" + _machine(doc)
+
+
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "tta": ("tta-cpu.json", tta),
     "ood": ("ood-cpu.json", ood),
+    "inference-score": ("inference-score-cpu.json", inference_score),
     "baselines": ("baselines-cpu.json", baselines),
     "time-to-accuracy": ("time-to-accuracy-cpu.json", time_to_accuracy),
     "inference": ("inference-cpu.json", inference),

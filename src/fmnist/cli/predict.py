@@ -39,7 +39,7 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
                    "(created if missing; earlier .steps.png files of the same name are "
                    "replaced)")
     add_shared(p, "--backend", "--device")
-    p.add_argument("--tta", action="store_true", help="average over flips and 1-px shifts")
+    p.add_argument("--tta", action="store_true", help="average over the image and its mirror")
     p.set_defaults(handler=cmd_predict)
 
 
