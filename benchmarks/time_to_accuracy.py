@@ -35,17 +35,19 @@ from pathlib import Path
 
 from _common import RESULTS, device_tag, select_device, write_result
 
+from fmnist.callbacks import Callback
 from fmnist.datasets import load_dataset
+from fmnist.loop import Loop
 from fmnist.plots import accuracy_vs_time
 from fmnist.recipes import get_recipe
-from fmnist.training import EpochState, train
+from fmnist.training import train
 
 THRESHOLDS = (0.90, 0.91, 0.92, 0.93, 0.94, 0.945, 0.95)
 REFERENCE = "baseline-3conv"
 KERAS = "keras-tutorial"
 
 
-class TestCurve:
+class TestCurve(Callback):
     """Callback: test accuracy at each epoch end, against cumulative training seconds."""
 
     def __init__(self, images, labels, budget: float | None) -> None:
@@ -54,7 +56,7 @@ class TestCurve:
         self.train_seconds = 0.0
         self.eval_seconds = 0.0
 
-    def on_epoch_end(self, state: EpochState) -> str | None:
+    def on_epoch_end(self, state: Loop) -> str | None:
         self.train_seconds += state.row["seconds"]
         t0 = time.perf_counter()
         probs = state.predict_probs(self.images, tta=state.recipe.tta)

@@ -25,12 +25,13 @@ PLOTS = ("training_curves", "samples", "class_distribution", "confusion_matrix",
 
 @pytest.fixture(scope="module")
 def reported(learnable_dataset, tmp_path_factory) -> Path:
-    """A tiny run trained without a test evaluation and with ``report=True``: the report
+    """A tiny run trained without a test evaluation, then reported: the report
     must evaluate first (no metrics.json yet) and find the data from config.json."""
     out = tmp_path_factory.mktemp("report") / "run"
     train(data=learnable_dataset, model="baseline-small", optimizer="adam", lr=2e-3,
           epochs=2, val_fraction=0.2, augment=(), out=out, device="cpu",
-          evaluate_test=False, report=True)
+          evaluate_test=False)
+    write_report(out)
     return out
 
 

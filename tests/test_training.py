@@ -1,4 +1,6 @@
-"""The fit loop: decisions, checkpoints, early stopping, resume, signals, run folder."""
+"""train(): the run folder, checkpoints, early stopping, resume, signals, DDP.
+
+The loop's parts are tested in test_loop.py, the callbacks in test_callbacks.py."""
 
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ from fmnist.training import (
     lr_factor,
     read_config,
     read_history,
-    should_stop,
     train,
 )
 
@@ -31,24 +32,6 @@ from fmnist.training import (
 QUICK = dict(model="baseline-dropout", epochs=3, batch_size=64, optimizer="adam", lr=2e-3,
              schedule="onecycle", warmup_epochs=0.5, augment=("flip", "translate:2", "erase"),
              ema_decay=0.9, val_fraction=0.2, label_smoothing=0.1, seed=5)
-
-
-@pytest.mark.parametrize(
-    "values, mode, patience, min_delta, stop",
-    [
-        ([1.0, 0.9, 0.8], "min", 2, 0.0, False),  # still improving
-        ([1.0, 0.9, 0.95, 0.97], "min", 2, 0.0, True),  # two epochs without a new best
-        ([1.0, 0.9, 0.95], "min", 2, 0.0, False),  # one epoch only
-        ([0.5, 0.6, 0.7, 0.65, 0.66], "max", 2, 0.0, True),
-        ([1.0, 0.99, 0.985], "min", 2, 0.02, True),  # improvements below min_delta don't count
-        ([1.0, 0.95, 0.93], "min", 2, 0.02, False),  # 0.05 beats min_delta
-        ([1.0], "min", 1, 0.0, False),
-    ],
-)
-def test_should_stop_table(values, mode, patience, min_delta, stop):
-    decided, reason = should_stop(values, mode=mode, patience=patience, min_delta=min_delta)
-    assert decided is stop
-    assert bool(reason) is stop
 
 
 @pytest.mark.parametrize(
@@ -235,7 +218,7 @@ def test_sigint_mid_epoch_exits_130_and_resume_matches(learnable_csv_dir, tmp_pa
     proc = subprocess.Popen([sys.executable, "-m", "fmnist", "train", *map(str, common),
                              "--out", str(run_dir)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 900  # a loaded machine takes minutes for an epoch
     while not (run_dir / "history.csv").exists() and time.monotonic() < deadline:
         time.sleep(0.05)  # wait for epoch 1 to end, so the signal lands inside training
     time.sleep(0.3)
@@ -333,9 +316,9 @@ def test_crash_between_best_and_last_checkpoint_resumes_to_the_right_best(
         learnable_dataset, tmp_path, monkeypatch):
     ref = train(data=learnable_dataset, out=tmp_path / "ref", callbacks=[_Plateau(PLATEAU)],
                 **ES)
-    import fmnist.training as training
+    import fmnist.callbacks.checkpoint as checkpoint
 
-    real_save = training.atomic_save
+    real_save = checkpoint.atomic_save
     written: list[str] = []
 
     def save_then_die(obj, path):  # the process dies right after best.pt of epoch 2
@@ -344,7 +327,7 @@ def test_crash_between_best_and_last_checkpoint_resumes_to_the_right_best(
         if path.name == "best.pt" and obj["epoch"] == 3:
             raise KeyboardInterrupt("killed between best.pt and last.pt")
 
-    monkeypatch.setattr(training, "atomic_save", save_then_die)
+    monkeypatch.setattr(checkpoint, "atomic_save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(data=learnable_dataset, out=tmp_path / "cut", callbacks=[_Plateau(PLATEAU)],
               **ES)

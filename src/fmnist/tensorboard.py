@@ -14,7 +14,7 @@ Each epoch writes to ``RUN/tensorboard/`` (or ``log_dir``):
 Where the images come from, first match wins: ``images``/``labels`` arrays given to the
 constructor; the ``dataset`` given to it; else the dataset the run itself used, reloaded
 from the run's ``config.json`` (its ``data_dir``) and split exactly as training split it.
-The callback only sees :class:`~fmnist.training.EpochState`, hence this lazy loading; if
+The callback only sees the :class:`~fmnist.loop.Loop`, hence this lazy loading; if
 the data cannot be found the images are skipped with a warning and scalars still flow.
 
 View with ``tensorboard --logdir runs/``. The ``tensorboard`` package is an optional
@@ -32,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .callbacks import Callback
 from .errors import ConfigError, FmnistError
 
 if TYPE_CHECKING:
     from .datasets import Dataset
-    from .training import EpochState
+    from .loop import Loop
 
 log = logging.getLogger("fmnist")
 
@@ -73,14 +74,15 @@ def figure_to_array(fig) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-class TensorBoardLogger:
+class TensorBoardLogger(Callback):
     """Write scalars, a confusion matrix and a prediction gallery to TensorBoard each epoch.
 
     ``log_dir``: default ``RUN/tensorboard``. ``images``/``labels``: the arrays to draw
     the figures from (default: the run's validation split, else a training sample).
     ``max_images``: at most this many are predicted each epoch (stratified sample).
     ``image_every``: draw the figures every this many epochs (scalars: every epoch).
-    Use as a context manager, or call :meth:`close`, to close the event file.
+    The event file is closed when training ends (or by :meth:`close`, or as a context
+    manager).
     """
 
     def __init__(
@@ -128,7 +130,7 @@ class TensorBoardLogger:
 
     # ------------------------------------------------------------------ data
 
-    def _prepare_data(self, state: EpochState) -> None:
+    def _prepare_data(self, state: Loop) -> None:
         """Pick the arrays the figures are drawn from (once, at the first epoch)."""
         self._data_ready = True
         config = _read_config(state.run_dir)
@@ -152,7 +154,7 @@ class TensorBoardLogger:
         if not self.classes:
             self.classes = tuple(str(i) for i in range(int(self.labels.max()) + 1))
 
-    def _images_from_dataset(self, state: EpochState, config: dict[str, Any]) -> None:
+    def _images_from_dataset(self, state: Loop, config: dict[str, Any]) -> None:
         from .runs import run_dataset
         from .training import prepare_data
 
@@ -173,7 +175,10 @@ class TensorBoardLogger:
 
     # ------------------------------------------------------------------ callback
 
-    def on_epoch_end(self, state: EpochState) -> str | None:
+    def on_train_end(self, loop: Loop) -> None:
+        self.close()
+
+    def on_epoch_end(self, state: Loop) -> str | None:
         if self.writer is None:
             log_dir = self.log_dir or state.run_dir / "tensorboard"
             self.writer = self._writer_class(log_dir=str(log_dir))
@@ -193,7 +198,7 @@ class TensorBoardLogger:
         self.writer.flush()
         return None
 
-    def _log_figures(self, state: EpochState, step: int) -> None:
+    def _log_figures(self, state: Loop, step: int) -> None:
         from .metrics import confusion_matrix
         from .plots import confusion_matrix_plot, prediction_gallery
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .callbacks import Callback
 from .checkpoints import atomic_write_json, atomic_write_text
 from .errors import ConfigError
 from .recipes import Recipe, get_recipe, resolve_recipe
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     import optuna
 
     from .datasets import AugmentPolicy, Dataset
+    from .loop import Loop
 
 log = logging.getLogger("fmnist")
 
@@ -283,7 +285,7 @@ def _check_param_type(path: Path, name: str, value: Any, annotation: str) -> Non
 # --------------------------------------------------------------------------- the search
 
 
-class TrialMonitor:
+class OptunaPruning(Callback):
     """Training callback of one trial: reports validation accuracy to Optuna each epoch,
     stops the run when the pruner says so, or when the trial's time budget is spent."""
 
@@ -293,18 +295,27 @@ class TrialMonitor:
         self.seconds = 0.0
         self.pruned = False
 
-    def on_epoch_end(self, state) -> str | None:
-        row = state.row
+    def on_epoch_end(self, loop: Loop) -> str | None:
+        row = loop.row
         self.seconds += float(row.get("seconds") or 0) + float(row.get("eval_seconds") or 0)
         if row.get(METRIC) is None:  # cannot happen: tune forces a validation split
             return None
-        self.trial.report(float(row[METRIC]), state.epoch)
+        self.trial.report(float(row[METRIC]), loop.epoch)
         if self.trial.should_prune():
             self.pruned = True
-            return f"pruned at epoch {state.epoch} ({METRIC} {row[METRIC]:.4f} below the median)"
+            return f"pruned at epoch {loop.epoch} ({METRIC} {row[METRIC]:.4f} below the median)"
         if self.budget is not None and self.seconds >= self.budget:
             return f"trial budget of {self.budget:g} s spent"
         return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "pruned": self.pruned}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seconds, self.pruned = float(state["seconds"]), bool(state["pruned"])
+
+
+TrialMonitor = OptunaPruning  # its earlier name
 
 
 @dataclass
@@ -400,8 +411,41 @@ def tune(
     """
     optuna = _require_optuna()
     from .datasets import load_dataset
-    from .training import TrainingDiverged, train
 
+    base, checked, fixed, space_now = _search_setup(recipe, trials, trial_budget, space,
+                                                    fixed_overrides)
+    ds = data or load_dataset(checked.dataset, data_dir, offline=offline)  # before any folder
+    study_name = study_name or base.name
+    out_dir = Path(out) if out is not None else Path("runs") / f"tune-{study_name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(out_dir)
+    objective = _Objective(fit_space(space_now, ds.augment_policy), base, checked, fixed,
+                           out_dir, trial_budget,
+                           {"data_dir": data_dir, "device": device, "offline": offline,
+                            "data": ds})
+    previous_verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = _open_study(storage, study_name, base, checked, pruner)
+        try:
+            # gc between trials hands a finished trial's CUDA memory back
+            study.optimize(objective, n_trials=trials, timeout=timeout,
+                           callbacks=[_announcer(checked)], gc_after_trial=True)
+        except BaseException:
+            # after an interrupt or an error too, the folder reflects what was done
+            with contextlib.suppress(Exception):
+                write_study_files(study, out_dir, base=checked, fixed=fixed, storage=storage)
+            raise
+        return write_study_files(study, out_dir, base=checked, fixed=fixed, storage=storage)
+    finally:
+        optuna.logging.set_verbosity(previous_verbosity)
+
+
+def _search_setup(recipe: str | Recipe, trials: int, trial_budget: float | None,
+                  space: Mapping[str, Spec] | None, fixed_overrides: Mapping[str, Any]
+                  ) -> tuple[Recipe, Recipe, dict[str, Any], dict[str, Spec]]:
+    """(base recipe, base with the fixed overrides, fixed overrides, space left to
+    search), each argument checked before any trial runs."""
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1; got {trials}.")
     if trial_budget is not None and trial_budget <= 0:
@@ -419,73 +463,70 @@ def tune(
     if not space_now:
         raise ConfigError(f"nothing to search for {base.name!r}: every field of its space "
                           f"({', '.join(full_space)}) is fixed.")
+    return base, checked, fixed, space_now
 
-    ds = data or load_dataset(checked.dataset, data_dir, offline=offline)  # before any folder
-    space_now = fit_space(space_now, ds.augment_policy)
-    study_name = study_name or base.name
-    out_dir = Path(out) if out is not None else Path("runs") / f"tune-{study_name}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    storage = storage or default_storage(out_dir)
 
-    previous_verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(storage=_storage(storage), study_name=study_name,
-                                    direction="maximize", load_if_exists=True)
-        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-            raise ConfigError(f"study {study_name!r} in {storage} does not maximize; pick "
-                              "another --study name.")
-        # reproducible for a given study state, and a resumed run does not redraw the
-        # first run's random start-up points
-        seed = int(checked.seed) + len(study.trials)
-        study.sampler = optuna.samplers.TPESampler(seed=seed)
-        study.pruner = pruner or optuna.pruners.MedianPruner(n_startup_trials=5,
-                                                             n_warmup_steps=2)
-        study.set_user_attr("recipe", base.name)
+def _open_study(storage: str, study_name: str, base: Recipe, checked: Recipe,
+                pruner: optuna.pruners.BasePruner | None) -> optuna.Study:
+    """The study (created or continued), with a TPE sampler and the pruner."""
+    optuna = _require_optuna()
+    study = optuna.create_study(storage=_storage(storage), study_name=study_name,
+                                direction="maximize", load_if_exists=True)
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+        raise ConfigError(f"study {study_name!r} in {storage} does not maximize; pick "
+                          "another --study name.")
+    # reproducible for a given study state, and a resumed run does not redraw the
+    # first run's random start-up points
+    study.sampler = optuna.samplers.TPESampler(seed=int(checked.seed) + len(study.trials))
+    study.pruner = pruner or optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    study.set_user_attr("recipe", base.name)
+    return study
 
-        def objective(trial: optuna.Trial) -> float:
-            params = suggest(trial, space_now, checked)
-            monitor = TrialMonitor(trial, trial_budget)
-            run_dir = _trial_dir(out_dir, trial.number)
-            trial.set_user_attr("run_dir", str(run_dir))
-            try:
-                run = train(base, out=run_dir, data_dir=data_dir, device=device,
-                            offline=offline, callbacks=[monitor], evaluate_test=False,
-                            report=False, data=ds, **{**fixed, **params})
-            except TrainingDiverged as e:
-                # a hopeless point: pruned, so TPE learns to avoid it
-                trial.set_user_attr("stop_reason", f"diverged: {e}")
-                raise optuna.TrialPruned(str(e)) from None
-            trial.set_user_attr("epochs_run", len(run.history))
-            trial.set_user_attr("stop_reason", run.stop_reason)
-            if monitor.pruned:
-                raise optuna.TrialPruned(run.stop_reason)
-            # the validation accuracy of the weights the run ended with
-            epoch = int(run.meta.metrics.get("weights_epoch") or len(run.history))
-            return float(run.history[epoch - 1][METRIC])
 
-        def announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            value = "" if trial.value is None else f" {METRIC} {trial.value:.4f}"
-            log.info("trial %d %s%s  %s", trial.number, trial.state.name.lower(), value,
-                     _jsonable(_recipe_params(trial, checked)))
+@dataclass
+class _Objective:
+    """One trial: train with sampled overrides, return the validation accuracy of the
+    weights the run ended with (pruned: raise ``optuna.TrialPruned``)."""
 
-        def write() -> TuneResult:
-            return write_study_files(study, out_dir, base=checked, fixed=fixed,
-                                     storage=storage)
+    space: Mapping[str, Spec]
+    base: Recipe
+    checked: Recipe
+    fixed: Mapping[str, Any]
+    out_dir: Path
+    trial_budget: float | None
+    train_kwargs: dict[str, Any]
 
+    def __call__(self, trial: optuna.Trial) -> float:
+        optuna = _require_optuna()
+        from .training import TrainingDiverged, train
+
+        params = suggest(trial, self.space, self.checked)
+        pruning = OptunaPruning(trial, self.trial_budget)
+        run_dir = _trial_dir(self.out_dir, trial.number)
+        trial.set_user_attr("run_dir", str(run_dir))
         try:
-            # gc between trials hands a finished trial's CUDA memory back
-            study.optimize(objective, n_trials=trials, timeout=timeout, callbacks=[announce],
-                           gc_after_trial=True)
-        except BaseException:
-            # after an interrupt or an error too, the folder reflects what was done
-            with contextlib.suppress(Exception):
-                write()
-            raise
-        result = write()
-    finally:
-        optuna.logging.set_verbosity(previous_verbosity)
-    return result
+            run = train(self.base, out=run_dir, callbacks=[pruning], evaluate_test=False,
+                        **self.train_kwargs, **{**self.fixed, **params})
+        except TrainingDiverged as e:
+            # a hopeless point: pruned, so TPE learns to avoid it
+            trial.set_user_attr("stop_reason", f"diverged: {e}")
+            raise optuna.TrialPruned(str(e)) from None
+        trial.set_user_attr("epochs_run", len(run.history))
+        trial.set_user_attr("stop_reason", run.stop_reason)
+        if pruning.pruned:
+            raise optuna.TrialPruned(run.stop_reason)
+        epoch = int(run.meta.metrics.get("weights_epoch") or len(run.history))
+        return float(run.history[epoch - 1][METRIC])
+
+
+def _announcer(base: Recipe):
+    """An Optuna study callback logging each finished trial."""
+    def announce(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        value = "" if trial.value is None else f" {METRIC} {trial.value:.4f}"
+        log.info("trial %d %s%s  %s", trial.number, trial.state.name.lower(), value,
+                 _jsonable(_recipe_params(trial, base)))
+
+    return announce
 
 
 # --------------------------------------------------------------------------- outputs
@@ -623,6 +664,7 @@ __all__ = [
     "SEARCH_SPACES",
     "DEFAULT_SPACE",
     "TuneResult",
+    "OptunaPruning",
     "TrialMonitor",
     "check_space",
     "read_params",

@@ -63,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         run = train(None if args.resume else args.recipe, out=args.out, data_dir=args.data_dir,
                     device=args.device, resume=args.resume, overwrite=args.overwrite,
-                    offline=args.offline, report=not args.no_report, callbacks=callbacks,
+                    offline=args.offline, callbacks=callbacks,
                     **overrides)
     except TrainingInterrupted as e:
         if is_main_process():
@@ -71,6 +71,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     if not is_main_process():  # under torchrun only rank 0 reports
         return 0
+    if not args.no_report:
+        from ..report import write_report
+
+        write_report(run.dir)
     acc = run.test_accuracy
     where = f"run folder: {run.dir}"
     if acc is None:
