@@ -241,6 +241,17 @@ _add(Recipe(
 ))
 
 
+# --- small (issue 16): <= 50,000 parameters, >= 92%, an int8 ONNX file under 100 KB -------
+# fast's schedule and augmentation with the `small` model; figures in the README
+# (benchmarks/model_sizes.py).
+_add(Recipe(
+    name="small", model="small", model_kwargs={"widths": (24, 48, 72)},
+    optimizer="sgd", lr=0.35, momentum=0.9, nesterov=True, weight_decay=3.5e-4,
+    batch_size=256, epochs=4, schedule="onecycle", warmup_epochs=1, label_smoothing=0.1,
+    augment=("flip",), tta=True,
+    description="under 50k parameters (3x3 convs 24/48/72, whitening stem), 4 epochs",
+))
+
 def list_recipes(pattern: str = "*") -> list[str]:
     return RECIPES.names(pattern)
 
