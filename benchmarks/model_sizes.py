@@ -7,7 +7,8 @@ int8 file calibrated on training images like ``fmnist export --quantize int8``),
 row per trained ``--runs`` folder: its recipe's test accuracy (metrics.json, TTA where the
 recipe uses it) and, on all 10,000 test images, the single-view accuracy of the PyTorch
 model, of its fp32 ONNX graph and of its int8 graph (``fmnist export --quantize int8``'s
-parity check). Writes ``benchmarks/results/model-sizes-cpu.json``;
+parity check), and the sizes and int8 accuracy without the fp32 OOD scorer
+(:func:`fmnist.quantize.export_probs_only`). Writes ``benchmarks/results/model-sizes-cpu.json``;
 ``python benchmarks/readme_tables.py`` puts the table into the README.
 """
 
@@ -24,13 +25,20 @@ from fmnist.checkpoints import ModelMeta, load_model, save_model
 from fmnist.datasets import load_dataset
 from fmnist.export import ParityError, export_onnx
 from fmnist.models import count_params, create_model, flops_per_image, list_models
+from fmnist.quantize import export_probs_only
 from fmnist.runs import read_json_object
 
 TEST_IMAGES = 10_000
 
 
+_BN_STATS = (".running_mean", ".running_var", ".num_batches_tracked")
+
+
 def sizes(model: torch.nn.Module) -> dict:
-    return {"params": count_params(model),
+    """Parameters (trained or frozen), fixed non-BN buffers (the small net's whitening
+    filters), Keras' total (with BN statistics) and MFLOPs per image."""
+    fixed = sum(b.numel() for n, b in model.named_buffers() if not n.endswith(_BN_STATS))
+    return {"params": count_params(model), "fixed_weights": fixed,
             "params_keras": count_params(model, include_bn_buffers=True),
             "mflops": round(flops_per_image(model) / 1e6, 2)}
 
@@ -52,15 +60,18 @@ def run_row(run: str, ds, tmp: Path) -> dict:
     model, meta = load_model(run)
     row = {"run": run, "model": meta.arch, "recipe": meta.recipe, **sizes(model),
            "test_accuracy": read_json_object(Path(run) / "metrics.json").get("accuracy")}
-    out = tmp / f"run{len(list(tmp.glob('run*.onnx')))}.onnx"
+    stem = tmp / f"run{len(list(tmp.glob('run*.onnx')))}"
     try:
-        r = export_onnx(run, out, quantize="int8", dataset=ds, parity_images=TEST_IMAGES)
+        r = export_onnx(run, f"{stem}.onnx", quantize="int8", dataset=ds,
+                        parity_images=TEST_IMAGES)
+        p = export_probs_only(run, f"{stem}-probs.onnx", dataset=ds, parity_images=TEST_IMAGES)
     except ParityError as e:
         return {**row, "error": str(e)}
     return {**row, "onnx_bytes": r.size_bytes, "int8_bytes": r.int8_size_bytes,
+            "probs_only_onnx_bytes": p.size_bytes, "probs_only_int8_bytes": p.int8_size_bytes,
             "n_images": r.n_images, "accuracy_torch": r.accuracy_torch,
             "accuracy_onnx_fp32": r.accuracy_fp32, "accuracy_onnx_int8": r.accuracy_int8,
-            "int8_agreement": r.int8_agreement}
+            "accuracy_probs_only_int8": p.accuracy_int8, "int8_agreement": r.int8_agreement}
 
 
 def main(argv: list[str] | None = None) -> int:
