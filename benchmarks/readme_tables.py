@@ -198,6 +198,42 @@ def inference_score(doc: dict) -> str:
     return "\n".join(lines) + "\n\n" + _machine(doc)
 
 
+def _kb(n: int | None) -> str:
+    return "–" if n is None else f"{n / 1000:.0f} KB"
+
+
+def model_sizes(doc: dict) -> str:
+    """Registered models at default options, then the trained runs measured."""
+    lines = ["| model (default options) | params | MFLOPs/image | ONNX fp32 | ONNX int8 |",
+             "|---|---:|---:|---:|---:|"]
+    for r in doc["models"]:
+        fixed = f" + {r['fixed_weights']:,} fixed" if r.get("fixed_weights") else ""
+        lines.append(f"| `{r['model']}` | {r['params']:,}{fixed} | {r['mflops']:.1f} "
+                     f"| {_kb(r['onnx_bytes'])} | {_kb(r['int8_bytes'])} |")
+    lines += ["", "| trained run | params | MFLOPs | test acc (recipe) | fp32, one view "
+              "| int8, one view | int8 file | int8 file without OOD score "
+              "| its accuracy |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in doc["runs"]:
+        lines.append(
+            f"| `{r['recipe']}` ({r['model']}) | {r['params']:,} | {r['mflops']:.1f} "
+            f"| {_pct(r['test_accuracy'], 2)} | {_pct(r.get('accuracy_torch'), 2)} "
+            f"| {_pct(r.get('accuracy_onnx_int8'), 2)} | {_kb(r.get('int8_bytes'))} "
+            f"| {_kb(r.get('probs_only_int8_bytes'))} "
+            f"| {_pct(r.get('accuracy_probs_only_int8'), 2)} |")
+    return "\n".join(lines) + "\n\n" + _machine(doc)
+
+
+def ensemble(doc: dict) -> str:
+    """Accuracy of ensembles of k runs against their total training time."""
+    lines = [f"| `{doc['recipe']}` runs averaged | test accuracy | total training time "
+             "| the members alone |", "|---:|---:|---:|---|"]
+    for r in doc["results"]:
+        alone = ", ".join(_pct(m["accuracy"], 2) for m in doc["members"][:r["k"]])
+        lines.append(f"| {r['k']} | {_pct(r['accuracy'], 2)} | {r['train_seconds']:.0f} s "
+                     f"| {alone} |")
+    return "\n".join(lines) + "\n\n" + _machine(doc)
+
+
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "tta": ("tta-cpu.json", tta),
     "ood": ("ood-cpu.json", ood),
@@ -208,6 +244,8 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "load": ("load-cpu.json", load),
     "photos": ("photos-real-cpu.json", photos),
     "train-step": ("train-step-cpu.json", train_step),
+    "model-sizes": ("model-sizes-cpu.json", model_sizes),
+    "ensemble-fast": ("ensemble-fast-cpu.json", ensemble),
 }
 
 

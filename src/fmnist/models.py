@@ -92,15 +92,17 @@ def _family_from_name(name: str) -> Family:
 
 
 def register_model(
-    name: str, description: str, *, family: Family | None = None
+    name: str, description: str, *, family: Family | None = None, listed: bool = True
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Register ``factory(num_classes=10, in_channels=1, **options) -> nn.Module`` as ``name``.
 
     ``family`` defaults to the name's prefix (``baseline-*``, ``fastnet*``, ...) else "custom".
+    An unlisted model is built by name but not shown by :func:`list_models`.
     """
 
     def decorate(factory: ModelFactory) -> ModelFactory:
-        _MODELS.add(name, _Entry(factory, description, family or _family_from_name(name)))
+        entry = _Entry(factory, description, family or _family_from_name(name))
+        _MODELS.add(name, entry, listed=listed)
         return factory
 
     return decorate
@@ -707,3 +709,128 @@ def wide_resnet(
         dropout=_check_prob("wide-resnet dropout", dropout),
         zero_init_residual=bool(zero_init_residual),
     )
+
+
+# --------------------------------------------------------------------------------------
+# small: under 50,000 parameters (issue 16), for phones, browsers and int8 ONNX files
+# --------------------------------------------------------------------------------------
+
+
+def _separable(c_in: int, c_out: int) -> nn.Sequential:
+    """Depthwise 3x3 then pointwise 1x1 (MobileNet): 9*c_in + c_in*c_out weights
+    instead of 9*c_in*c_out."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_in, 3, padding=1, groups=c_in, bias=False),
+        nn.Conv2d(c_in, c_out, 1, bias=False),
+    )
+
+
+def _small_conv(c_in: int, c_out: int, separable: bool) -> nn.Module:
+    if separable:
+        return _separable(c_in, c_out)
+    return nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+
+
+class SmallBlock(nn.Module):
+    """conv -> maxpool 2 -> BN -> ReLU, then optionally x + ReLU(BN(conv(x)))."""
+
+    def __init__(self, c_in: int, c_out: int, residual: bool, separable: bool) -> None:
+        super().__init__()
+        self.conv = _small_conv(c_in, c_out, separable)
+        self.pool = nn.MaxPool2d(2)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.act = nn.ReLU()
+        self.residual = nn.Sequential(
+            _small_conv(c_out, c_out, separable), nn.BatchNorm2d(c_out), nn.ReLU()
+        ) if residual else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn(self.pool(self.conv(x))))  # (B, C_out, H/2, W/2)
+        if self.residual is not None:
+            x = x + self.residual(x)  # (B, C_out, H/2, W/2)
+        return x
+
+
+class FixedWhitening(PatchWhitening):
+    """:class:`PatchWhitening` whose filters are a buffer, not a frozen parameter: constants
+    set from the data (like BN statistics), so every parameter of the model trains."""
+
+    def __init__(self, in_channels: int, kernel: int) -> None:
+        super().__init__(in_channels, kernel)
+        weight = self.conv.weight.detach().clone()
+        del self.conv.weight
+        self.conv.register_buffer("weight", weight)  # same state_dict key as the parameter
+
+
+class SmallNet(nn.Module):
+    """Frozen 3x3 patch-whitening stem (set from the data), blocks halving the resolution
+    (28->14->7->3), global max pool, linear head."""
+
+    def __init__(self, *, num_classes: int, in_channels: int, widths: tuple[int, ...],
+                 residual: tuple[bool, ...], separable: bool) -> None:
+        super().__init__()
+        whiten = FixedWhitening(in_channels, 3)
+        self.stem = nn.Sequential(whiten, nn.ReLU())
+        chans = (whiten.out_channels, *widths)
+        self.blocks = nn.Sequential(*(
+            SmallBlock(chans[i], chans[i + 1], residual[i], separable)
+            for i in range(len(widths))
+        ))
+        self.head = nn.Linear(widths[-1], num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and isinstance(m.weight, nn.Parameter):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Set the whitening stem from normalized training images (N, C, H, W)."""
+        self.stem[0].init_from_data(images)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))  # (B, widths[-1], 28 / 2**n, 28 / 2**n)
+        return self.head(x.amax(dim=(2, 3)))  # (B, num_classes)
+
+
+@register_model("small", "under 50k params: fixed whitening stem, convs 24/48/72",
+                family="fastnet")
+def small(
+    num_classes: int = 10,
+    in_channels: int = 1,
+    widths: tuple[int, ...] = (24, 48, 72),  # channels per block; each block halves H, W
+    residual: bool | tuple[bool, ...] = False,  # residual conv per block (or one for all)
+    separable: bool = False,  # depthwise-separable convs (MobileNet) instead of full 3x3
+) -> nn.Module:
+    """fastnet's shape at under half its weights: 46,396 parameters (plus the 162 fixed
+    whitening weights), 13.5 MFLOPs per image.
+
+    ``separable=True`` with wider blocks, e.g. widths (48, 96, 192) and residual
+    (True, True, False), also fits (41,086 parameters, 7.8 MFLOPs) but a training step ran
+    1.9x slower than the default's, side by side on the busy 2-core machine (depthwise
+    convs are memory-bound), so it was not trained to the end."""
+    widths = _check_widths("small widths", widths)
+    if len(widths) > 4:
+        raise ConfigError(f"small widths {widths!r}: at most 4 blocks (28->14->7->3->1).")
+    if isinstance(residual, bool):
+        residual = (residual,) * len(widths)
+    if len(residual) != len(widths) or not all(isinstance(r, bool) for r in residual):
+        raise ConfigError(f"small residual must be a bool or one bool per block "
+                          f"({len(widths)}); got {residual!r}.")
+    return SmallNet(num_classes=num_classes, in_channels=in_channels, widths=widths,
+                    residual=tuple(residual), separable=bool(separable))
+
+
+# --------------------------------------------------------------------------------------
+# ensemble: built by `fmnist ensemble` from trained runs (fmnist.ensemble), not listed
+# --------------------------------------------------------------------------------------
+
+
+@register_model("ensemble", "mean of member models' probabilities (fmnist ensemble)",
+                family="custom", listed=False)
+def ensemble(
+    num_classes: int = 10,
+    in_channels: int = 1,
+    members: tuple[dict[str, Any], ...] = (),  # {"arch", "arch_kwargs", "temperature"} each
+) -> nn.Module:
+    """Several trained models as one (see :class:`fmnist.ensemble.EnsembleNet`)."""
+    from .ensemble import EnsembleNet
+
+    return EnsembleNet.from_specs(members, num_classes=num_classes, in_channels=in_channels)

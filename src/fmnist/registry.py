@@ -22,11 +22,16 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._unlisted: set[str] = set()
 
-    def add(self, name: str, entry: T) -> T:
+    def add(self, name: str, entry: T, *, listed: bool = True) -> T:
+        """Register ``entry``; an unlisted one is found by :meth:`get` but left out of
+        :meth:`names` (e.g. the ``ensemble`` model, which only ``fmnist ensemble`` builds)."""
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = entry
+        if not listed:
+            self._unlisted.add(name)
         return entry
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -44,13 +49,15 @@ class Registry(Generic[T]):
             raise ConfigError(self.unknown_message(name)) from None
 
     def unknown_message(self, name: str) -> str:
-        valid = ", ".join(self._entries)
-        close = difflib.get_close_matches(name, list(self._entries), n=1)
+        listed = self.names()
+        valid = ", ".join(listed)
+        close = difflib.get_close_matches(name, listed, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         return f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {valid}."
 
     def names(self, pattern: str = "*") -> list[str]:
-        return [n for n in self._entries if fnmatch.fnmatch(n, pattern)]
+        return [n for n in self._entries
+                if n not in self._unlisted and fnmatch.fnmatch(n, pattern)]
 
     def items(self) -> Iterator[tuple[str, T]]:
         return iter(self._entries.items())

@@ -23,6 +23,7 @@ from . import (
     calibrate,
     catalog,
     data,
+    ensemble,
     evaluation,
     export,
     predict,
@@ -47,6 +48,7 @@ REGISTER: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     similar.register_similar,
     tune.register_tune,
     calibrate.register_calibrate,
+    ensemble.register_ensemble,
 )
 """Each adds one command (``data``: its group), in this order in ``fmnist --help``."""
 
