@@ -637,10 +637,11 @@ def _large_components(mask: np.ndarray, fraction: float, most: int | None = None
 # --------------------------------------------------------------------------- real-photo steps
 
 
-def _grabcut(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _grabcut(rgb: np.ndarray, mask: np.ndarray, avoid: np.ndarray | None = None) -> np.ndarray:
     """GrabCut at <= GRABCUT_SIZE px: the outer ring is sure background, the frame inside a
     GRABCUT_MARGIN border probable item, the band between probable background. ``mask`` (the
-    threshold's) is returned when GrabCut finds nothing.
+    threshold's) is returned when GrabCut finds nothing. Pixels in ``avoid`` (skin) are seeded
+    as probable background, not probable item.
 
     Seeding with the frame rather than with ``mask`` measured better on real photos: a mask
     that took the floor's texture teaches GrabCut the floor's colours as "item"
@@ -659,6 +660,9 @@ def _grabcut(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     labels = np.full((size[1], size[0]), cv2.GC_BGD, np.uint8)
     labels[ring:-ring, ring:-ring] = cv2.GC_PR_BGD
     labels[margin:-margin, margin:-margin] = cv2.GC_PR_FGD
+    if avoid is not None:
+        away = cv2.resize(avoid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+        labels[away & (labels == cv2.GC_PR_FGD)] = cv2.GC_PR_BGD
     models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)  # GrabCut's GMM initialisation is random: keep it deterministic
     cv2.grabCut(np.ascontiguousarray(small), labels, None, *models, GRABCUT_ITERATIONS,
@@ -695,6 +699,16 @@ def _skin(rgb: np.ndarray) -> np.ndarray:
     ycc = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YCrCb)
     y, cr, cb = ycc[..., 0], ycc[..., 1], ycc[..., 2]
     return (y > 60) & (cr >= 135) & (cr <= 180) & (cb >= 85) & (cb <= 135)
+
+
+def _skin_seed(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """Skin-coloured pixels for GrabCut to seed as background, when they are less than
+    SKIN_MAX_SHARE of ``mask`` (so a garment remains); None otherwise."""
+    skin = _skin(rgb)
+    inside = int((skin & mask).sum())
+    if inside == 0 or inside >= SKIN_MAX_SHARE * mask.sum():
+        return None
+    return skin
 
 
 def _drop_skin(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -910,7 +924,7 @@ def _refine_mask(
     mask and whether GrabCut made it."""
     cut = options.grabcut and rgb is not None and not plain
     if cut:
-        mask = _grabcut(rgb, mask)
+        mask = _grabcut(rgb, mask, _skin_seed(rgb, mask) if options.skin else None)
     if options.skin and rgb is not None:
         mask = _drop_skin(rgb, mask)
     if options.one_shoe:
