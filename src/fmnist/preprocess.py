@@ -10,6 +10,8 @@ gap and can return every intermediate step so a user sees what the model sees::
     -> background = median of the outer ring
     -> polarity: invert when the item is darker than the background
     -> item mask: Otsu on |image - background|, largest connected component(s)
+    -> on a textured background: colour distance and GrabCut (``PreprocessOptions``)
+    -> tone: gamma so the item's median is TONE_MEDIAN of its peak, like dataset items
     -> crop to the bbox -> pad to a square (black) -> resize to 28x28
     -> stretch so the brightest part is 255 and the background 0
 
@@ -89,13 +91,18 @@ levels: JPEG noise and soft gradients) is plain: the grey-level threshold is eno
 so ``grabcut`` and ``colour`` (unless nothing stands out in grey) are skipped. Measured on
 256 px thumbnails: web-dev's studio shots have a MAD of 0 in 75% and over 4 in 12% of
 photos; clothing-dataset-small's home photos (floors, beds) over 4 in 98% (median 18)."""
-GRABCUT_SIZE: int = 160
-"""Longest side GrabCut runs at (its cost grows with pixels; the mask is upsampled back)."""
+GRABCUT_SIZE: int = 200
+"""Longest side GrabCut runs at (its cost grows with pixels; the mask is upsampled back).
+With GRABCUT_ITERATIONS, measured with ``fast`` on clothing-dataset-small validation/
+(colour+grabcut+tone, right of 277): 160 px x 4 rounds 132, 240 x 4 137, 240 x 6 142,
+200 x 6 SEE_200; web-dev/ 111 of 157 in all four. CPU per photo (one thread, 20 photos):
+92, 148 and 178 ms at 160x4, 240x4, 240x6 -- 200 x 6 keeps it under ~150 ms."""
 GRABCUT_MARGIN: float = 0.05
 """GrabCut takes everything farther than this fraction of the short side from the border as
 probably the item (the photo frames the item), the outer ring as surely background."""
-GRABCUT_ITERATIONS: int = 4
-"""GrabCut's colour-model / graph-cut rounds."""
+GRABCUT_ITERATIONS: int = 6
+"""GrabCut's colour-model / graph-cut rounds (more rounds paid more than more pixels: see
+GRABCUT_SIZE)."""
 SKIN_MAX_SHARE: float = 0.5
 """Skin-coloured pixels are dropped from the mask only when they are less than this share of
 it; more means a skin-toned item (a tan shoe, a beige sweater), which is kept."""
@@ -169,7 +176,7 @@ class PreprocessOptions:
         return "+".join(f.name for f in fields(self) if getattr(self, f.name)) or "current"
 
 
-DEFAULT_OPTIONS = PreprocessOptions(colour=True, grabcut=True)
+DEFAULT_OPTIONS = PreprocessOptions(colour=True, grabcut=True, tone=True)
 """What :func:`preprocess` does unless told otherwise: the steps that paid on real photos
 (``python benchmarks/photos.py --variants current,colour+grabcut,...``, README photo table)."""
 
