@@ -11,7 +11,6 @@ gap and can return every intermediate step so a user sees what the model sees::
     -> polarity: invert when the item is darker than the background
     -> item mask: Otsu on |image - background|, largest connected component(s)
     -> on a textured background: colour distance and GrabCut (``PreprocessOptions``)
-    -> tone: gamma so the item's median is TONE_MEDIAN of its peak, like dataset items
     -> crop to the bbox -> pad to a square (black) -> resize to 28x28
     -> stretch so the brightest part is 255 and the background 0
 
@@ -93,16 +92,14 @@ so ``grabcut`` and ``colour`` (unless nothing stands out in grey) are skipped. M
 photos; clothing-dataset-small's home photos (floors, beds) over 4 in 98% (median 18)."""
 GRABCUT_SIZE: int = 200
 """Longest side GrabCut runs at (its cost grows with pixels; the mask is upsampled back).
-With GRABCUT_ITERATIONS, measured with ``fast`` on clothing-dataset-small validation/
-(colour+grabcut+tone, right of 277): 160 px x 4 rounds 132, 240 x 4 137, 240 x 6 142,
-200 x 6 SEE_200; web-dev/ 111 of 157 in all four. CPU per photo (one thread, 20 photos):
-92, 148 and 178 ms at 160x4, 240x4, 240x6 -- 200 x 6 keeps it under ~150 ms."""
+With GRABCUT_ITERATIONS, measured with ``fast`` on clothing-dataset-small validation/ through
+the default steps (``benchmarks/photos.py``): 160 px x 4 rounds 131/277 right, 200 x 6
+140/277; web-dev/ 110 and 111 of 157. CPU per photo: ``benchmarks/grabcut_cost.py``."""
 GRABCUT_MARGIN: float = 0.05
 """GrabCut takes everything farther than this fraction of the short side from the border as
 probably the item (the photo frames the item), the outer ring as surely background."""
 GRABCUT_ITERATIONS: int = 6
-"""GrabCut's colour-model / graph-cut rounds (more rounds paid more than more pixels: see
-GRABCUT_SIZE)."""
+"""GrabCut's colour-model / graph-cut rounds (see GRABCUT_SIZE)."""
 SKIN_MAX_SHARE: float = 0.5
 """Skin-coloured pixels are dropped from the mask only when they are less than this share of
 it; more means a skin-toned item (a tan shoe, a beige sweater), which is kept."""
@@ -155,7 +152,9 @@ class PreprocessOptions:
     background is not rendered black inside."""
     tone: bool = False
     """Gamma-correct the item so its median brightness is TONE_MEDIAN of its peak, like dataset
-    items: a garment close to its background's grey is otherwise rendered dark and patchy."""
+    items: a garment close to its background's grey is otherwise rendered dark and patchy.
+    Off: it moves the items' median brightness to the dataset's but did not pay on real photos
+    (``fast``, validation/: 132 vs 131 of 277 at GrabCut 160 px x 4, 135 vs 140 at 200 x 6)."""
 
     @classmethod
     def from_spec(cls, spec: str) -> PreprocessOptions:
@@ -176,7 +175,7 @@ class PreprocessOptions:
         return "+".join(f.name for f in fields(self) if getattr(self, f.name)) or "current"
 
 
-DEFAULT_OPTIONS = PreprocessOptions(colour=True, grabcut=True, tone=True)
+DEFAULT_OPTIONS = PreprocessOptions(colour=True, grabcut=True)
 """What :func:`preprocess` does unless told otherwise: the steps that paid on real photos
 (``python benchmarks/photos.py --variants current,colour+grabcut,...``, README photo table)."""
 
@@ -652,8 +651,8 @@ def _grabcut(rgb: np.ndarray, mask: np.ndarray, avoid: np.ndarray | None = None)
 
     Seeding with the frame rather than with ``mask`` measured better on real photos: a mask
     that took the floor's texture teaches GrabCut the floor's colours as "item"
-    (clothing-dataset-small validation/, ``fast``: 139/277 right, photos-real-cpu.json; with
-    the mask as the seed, 134/277 in an earlier run of benchmarks/photos.py)."""
+    (clothing-dataset-small validation/, an earlier ``fast`` and GrabCut at 160 px x 4:
+    139/277 right; with the mask as the seed, 134/277; benchmarks/photos.py)."""
     import cv2
 
     h, w = mask.shape
