@@ -18,6 +18,7 @@ from fmnist.preprocess import (
     MAX_FILE_BYTES,
     MAX_IMAGE_PIXELS,
     SOLID_FLOOR,
+    TONE_MEDIAN,
     Preprocessed,
     PreprocessOptions,
     load_image,
@@ -185,7 +186,7 @@ def test_largest_component_wins_over_small_clutter():
     pre = preprocess(img)
     left, top, right, bottom = pre.bbox
     scale = 512 / 800
-    # +4: this noisy background is textured, so GrabCut draws the edge, at 160 px (3.2 px here)
+    # +4: this noisy background is textured, so GrabCut draws the edge, at 200 px (2.6 px here)
     assert bottom <= round(560 * scale) + 4 and right <= round(420 * scale) + 4, pre.bbox
     check_dataset_like(pre.image)
     # the item (330x400 px) fills 28 rows, offset 2.45 px: the blob would land in rows 24-25,
@@ -442,7 +443,8 @@ def test_colour_finds_an_item_as_light_as_its_background():
     pre = run_steps(img, "colour")
     assert iou(item_mask(pre), scene_tee() > 0.5) > 0.95
     check_dataset_like(pre.image)
-    assert np.array_equal(preprocess(img).image, pre.image)  # colour is on by default
+    default = preprocess(img, return_steps=True)  # colour is on by default
+    assert np.array_equal(item_mask(default), item_mask(pre))
 
 
 def test_colour_separates_a_green_item_from_a_textured_floor():
@@ -502,13 +504,30 @@ def test_fill_and_solid_make_an_outlined_white_item_solid():
     assert filled.image[10:18, 10:18].min() >= SOLID_FLOOR * 255 - 1
 
 
-def test_skin_drops_arms_and_face_but_keeps_a_skin_toned_item():
-    tee = scene_tee()
+def test_tone_lifts_an_item_close_to_its_background_to_the_dataset_median():
+    # a grey tee a little lighter than its grey floor, with a bright logo: without tone the
+    # logo sets the peak and the garment comes out nearly black
+    logo = silhouette([(0, 0), (1, 0), (1, 1), (0, 1)], SCENE, (130, 150, 170, 190))
+    img = compose(np.array([120, 120, 120]), [(scene_tee(), (150, 150, 150)), (logo, (250,) * 3)])
+    plain, toned = run_steps(img, "current").image, run_steps(img, "tone").image
+    body = np.asarray(Image.fromarray(plain > 0).filter(ImageFilter.MinFilter(3))) > 0
+    assert np.median(plain[body]) < 0.3 * 255
+    assert abs(np.median(toned[body]) - TONE_MEDIAN * 255) < 0.15 * 255
+    assert toned.max() == 255 and iou(toned > 0, plain > 0) > 0.9  # same shape, lifted
+    check_dataset_like(toned)
+
+
+def face_and_arm() -> np.ndarray:
+    """A face above the tee's neckline and an arm out of its left sleeve (alpha, 0..1)."""
     person = Image.new("L", SCENE, 0)
     draw = ImageDraw.Draw(person)
-    draw.ellipse((115, 10, 185, 90), fill=255)  # a face above the neckline
-    draw.rectangle((20, 140, 70, 260), fill=255)  # an arm out of the left sleeve
-    skin = np.asarray(person, np.float32) / 255 * (1 - tee)
+    draw.ellipse((115, 10, 185, 90), fill=255)
+    draw.rectangle((20, 140, 70, 260), fill=255)
+    return np.asarray(person, np.float32) / 255 * (1 - scene_tee())
+
+
+def test_skin_drops_arms_and_face_but_keeps_a_skin_toned_item():
+    tee, skin = scene_tee(), face_and_arm()
     img = compose(np.array([235, 235, 240]), [(skin, (165, 110, 80)), (tee, (60, 90, 160))])
     assert run_steps(img, "current").bbox[1] < 30  # the face is taken for the garment
     pre = run_steps(img, "skin")
@@ -516,6 +535,17 @@ def test_skin_drops_arms_and_face_but_keeps_a_skin_toned_item():
     assert abs(pre.bbox[1] - SCENE_BOX[1]) <= 4 and abs(pre.bbox[0] - SCENE_BOX[0]) <= 4
     tan = compose(np.array([235, 235, 240]), [(tee, (165, 110, 80))])  # a tan garment
     assert iou(item_mask(run_steps(tan, "skin")), tee > 0.5) > 0.95
+
+
+def test_skin_is_seeded_as_background_for_grabcut_on_a_textured_floor():
+    tee, skin = scene_tee(), face_and_arm()
+    img = compose(blotchy_floor(30, (120, 130, 120)), [(skin, (190, 130, 100)),
+                                                       (tee, (40, 60, 150))])
+    cut = run_steps(img, "colour+grabcut")
+    assert item_mask(cut)[skin > 0.5].mean() > 0.5  # the face and the arm taken as the item
+    pre = run_steps(img, "colour+grabcut+skin")
+    assert item_mask(pre)[skin > 0.5].mean() < 0.05
+    assert iou(item_mask(pre), tee > 0.5) > 0.95  # 0.89 when the skin is only dropped after
 
 
 def shoe(box, toe_left: bool = True) -> np.ndarray:

@@ -10,6 +10,7 @@ gap and can return every intermediate step so a user sees what the model sees::
     -> background = median of the outer ring
     -> polarity: invert when the item is darker than the background
     -> item mask: Otsu on |image - background|, largest connected component(s)
+    -> on a textured background: colour distance and GrabCut (``PreprocessOptions``)
     -> crop to the bbox -> pad to a square (black) -> resize to 28x28
     -> stretch so the brightest part is 255 and the background 0
 
@@ -89,13 +90,16 @@ levels: JPEG noise and soft gradients) is plain: the grey-level threshold is eno
 so ``grabcut`` and ``colour`` (unless nothing stands out in grey) are skipped. Measured on
 256 px thumbnails: web-dev's studio shots have a MAD of 0 in 75% and over 4 in 12% of
 photos; clothing-dataset-small's home photos (floors, beds) over 4 in 98% (median 18)."""
-GRABCUT_SIZE: int = 160
-"""Longest side GrabCut runs at (its cost grows with pixels; the mask is upsampled back)."""
+GRABCUT_SIZE: int = 200
+"""Longest side GrabCut runs at (its cost grows with pixels; the mask is upsampled back).
+With GRABCUT_ITERATIONS, measured with ``fast`` on clothing-dataset-small validation/ through
+the default steps (``benchmarks/photos.py``): 160 px x 4 rounds 131/277 right, 200 x 6
+140/277; web-dev/ 110 and 111 of 157. CPU per photo: ``benchmarks/grabcut_cost.py``."""
 GRABCUT_MARGIN: float = 0.05
 """GrabCut takes everything farther than this fraction of the short side from the border as
 probably the item (the photo frames the item), the outer ring as surely background."""
-GRABCUT_ITERATIONS: int = 4
-"""GrabCut's colour-model / graph-cut rounds."""
+GRABCUT_ITERATIONS: int = 6
+"""GrabCut's colour-model / graph-cut rounds (see GRABCUT_SIZE)."""
 SKIN_MAX_SHARE: float = 0.5
 """Skin-coloured pixels are dropped from the mask only when they are less than this share of
 it; more means a skin-toned item (a tan shoe, a beige sweater), which is kept."""
@@ -107,6 +111,14 @@ right third. Dataset shoes (train set, pixels > 30): the right third is the tall
 sandals, 99.7% of sneakers and 100% of ankle boots, on average 2.0x, 1.9x and 3.1x as tall."""
 SOLID_FLOOR: float = 0.3
 """Least brightness of an item pixel (fraction of the peak) under ``solid``."""
+TONE_MEDIAN: float = 0.67
+"""Median brightness of an item pixel as a fraction of the image's peak in the dataset (train
+set, pixels > 0, median over images: 0.67; per class 0.42 (sandal) .. 0.75)."""
+TONE_PEAK_PERCENTILE: float = 99.0
+"""``tone`` takes this percentile of the item as its peak, so a few specular pixels do not
+set the scale."""
+TONE_GAMMA_MIN: float = 0.25
+"""Strongest brightening ``tone`` applies (it never darkens)."""
 CUTOUT_LIGHT_LUMA: float = 200.0
 """A transparent-background cut-out is composited on white (like the dataset's studio photos)
 unless the object's median luma is at least this; then on black, so it stays visible."""
@@ -138,6 +150,11 @@ class PreprocessOptions:
     solid: bool = False
     """Give every mask pixel at least SOLID_FLOOR of the peak, so an item as light as its
     background is not rendered black inside."""
+    tone: bool = False
+    """Gamma-correct the item so its median brightness is TONE_MEDIAN of its peak, like dataset
+    items: a garment close to its background's grey is otherwise rendered dark and patchy.
+    Off: it moves the items' median brightness to the dataset's but did not pay on real photos
+    (``fast``, validation/: 132 vs 131 of 277 at GrabCut 160 px x 4, 135 vs 140 at 200 x 6)."""
 
     @classmethod
     def from_spec(cls, spec: str) -> PreprocessOptions:
@@ -626,15 +643,16 @@ def _large_components(mask: np.ndarray, fraction: float, most: int | None = None
 # --------------------------------------------------------------------------- real-photo steps
 
 
-def _grabcut(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _grabcut(rgb: np.ndarray, mask: np.ndarray, avoid: np.ndarray | None = None) -> np.ndarray:
     """GrabCut at <= GRABCUT_SIZE px: the outer ring is sure background, the frame inside a
     GRABCUT_MARGIN border probable item, the band between probable background. ``mask`` (the
-    threshold's) is returned when GrabCut finds nothing.
+    threshold's) is returned when GrabCut finds nothing. Pixels in ``avoid`` (skin) are seeded
+    as probable background, not probable item.
 
     Seeding with the frame rather than with ``mask`` measured better on real photos: a mask
     that took the floor's texture teaches GrabCut the floor's colours as "item"
-    (clothing-dataset-small validation/, ``fast``: 139/277 right, photos-real-cpu.json; with
-    the mask as the seed, 134/277 in an earlier run of benchmarks/photos.py)."""
+    (clothing-dataset-small validation/, an earlier ``fast`` and GrabCut at 160 px x 4:
+    139/277 right; with the mask as the seed, 134/277; benchmarks/photos.py)."""
     import cv2
 
     h, w = mask.shape
@@ -648,6 +666,9 @@ def _grabcut(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     labels = np.full((size[1], size[0]), cv2.GC_BGD, np.uint8)
     labels[ring:-ring, ring:-ring] = cv2.GC_PR_BGD
     labels[margin:-margin, margin:-margin] = cv2.GC_PR_FGD
+    if avoid is not None:
+        away = cv2.resize(avoid.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+        labels[away & (labels == cv2.GC_PR_FGD)] = cv2.GC_PR_BGD
     models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)  # GrabCut's GMM initialisation is random: keep it deterministic
     cv2.grabCut(np.ascontiguousarray(small), labels, None, *models, GRABCUT_ITERATIONS,
@@ -686,6 +707,16 @@ def _skin(rgb: np.ndarray) -> np.ndarray:
     return (y > 60) & (cr >= 135) & (cr <= 180) & (cb >= 85) & (cb <= 135)
 
 
+def _skin_seed(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray | None:
+    """Skin-coloured pixels for GrabCut to seed as background, when they are less than
+    SKIN_MAX_SHARE of ``mask`` (so a garment remains); None otherwise."""
+    skin = _skin(rgb)
+    inside = int((skin & mask).sum())
+    if inside == 0 or inside >= SKIN_MAX_SHARE * mask.sum():
+        return None
+    return skin
+
+
 def _drop_skin(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``mask`` without skin-coloured pixels, unless they make up most of it."""
     skin = _skin(rgb) & mask
@@ -693,6 +724,21 @@ def _drop_skin(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return mask
     rest = mask & ~skin
     return _large_components(rest, KEEP_COMPONENT_FRACTION) if rest.any() else mask
+
+
+def _tone(item: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``item`` scaled so its TONE_PEAK_PERCENTILE inside ``mask`` is 255 and gamma-corrected so
+    the median mask pixel is TONE_MEDIAN of that; pixels outside the mask keep their (scaled)
+    value."""
+    inside = item[mask]
+    peak = float(np.percentile(inside, TONE_PEAK_PERCENTILE)) if inside.size else 0.0
+    if peak <= 0:
+        return item
+    v = np.clip(item / peak, 0.0, 1.0)
+    median = float(np.median(v[mask]))
+    if 0.0 < median < 1.0:
+        v = v ** float(np.clip(np.log(TONE_MEDIAN) / np.log(median), TONE_GAMMA_MIN, 1.0))
+    return (v * 255.0).astype(np.float32)
 
 
 def _one_of_pair(mask: np.ndarray) -> np.ndarray:
@@ -737,23 +783,63 @@ def preprocess(
     """
     label = _label(source, name)
     image = load_image(source, name=label, draft_size=WORK_SIZE)
-    gray_img = image.convert("L")  # ITU-R 601-2 luma: L = 0.299 R + 0.587 G + 0.114 B
+    if image.size == (SIZE, SIZE):
+        return _passthrough(np.asarray(image.convert("L")).copy(), return_steps)
+    seg = _segment(image, label, options)
+    item, inverted = _item_signal(seg, options)
+    crop, bbox, flipped = _crop(item, seg.mask, options)
+    square = _square(crop)
+    out = _frame(square)
     steps: list[tuple[str, np.ndarray]] = []
+    if return_steps:
+        mask_name = "item mask (GrabCut)" if seg.cut else "item mask"
+        steps = [("grayscale", seg.gray.copy())]
+        steps += [("inverted", 255 - seg.gray)] if inverted else []
+        steps += [
+            ("background removed", _u8(item)),
+            (mask_name, seg.mask.astype(np.uint8) * 255),
+            ("cropped, toe turned left" if flipped else "cropped", _u8(crop)),
+            ("square", _u8(square)),
+            ("28x28", out),
+        ]
+    return Preprocessed(image=out, steps=steps, inverted=inverted, bbox=bbox, passthrough=False)
 
-    if gray_img.size == (SIZE, SIZE):
-        gray = np.asarray(gray_img).copy()
-        inverted = float(_ring(gray, 1).mean()) >= PASSTHROUGH_LIGHT_RING
-        out = 255 - gray if inverted else gray
-        if return_steps:
-            steps = [("input", gray)] + ([("inverted", out)] if inverted else []) + [("28x28", out)]
-        return Preprocessed(image=out, steps=steps, inverted=inverted, passthrough=True)
 
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _passthrough(gray: np.ndarray, return_steps: bool) -> Preprocessed:
+    """A 28x28 input: dataset-like already, inverted back only if its border is light."""
+    inverted = float(_ring(gray, 1).mean()) >= PASSTHROUGH_LIGHT_RING
+    out = 255 - gray if inverted else gray
+    steps: list[tuple[str, np.ndarray]] = []
+    if return_steps:
+        steps = [("input", gray)] + ([("inverted", out)] if inverted else []) + [("28x28", out)]
+    return Preprocessed(image=out, steps=steps, inverted=inverted, passthrough=True)
+
+
+@dataclass(frozen=True, eq=False)
+class _Segmentation:
+    """One photo at working size: its grey (and colour) image, the background's grey level,
+    the blur radius used, the item mask and whether GrabCut made it."""
+
+    gray: np.ndarray
+    rgb: np.ndarray | None
+    background: float
+    radius: float
+    mask: np.ndarray
+    cut: bool
+
+
+def _segment(image: Image.Image, label: str, options: PreprocessOptions) -> _Segmentation:
+    """Find the item: background from the outer ring, a threshold mask on the grey (or colour)
+    distance from it, then the real-photo steps of :func:`_refine_mask`."""
     gray_img, rgb = _working_images(
         image, colour=options.grabcut or options.skin or options.colour
     )
     gray = np.asarray(gray_img)
     h, w = gray.shape
-
     ring_width = max(1, round(min(h, w) * RING_FRACTION))
     ring = _ring(gray, ring_width).astype(np.float32)
     background = float(np.median(ring))
@@ -764,34 +850,52 @@ def preprocess(
     if options.colour and rgb is not None and (not plain or float(diff.max()) < MIN_CONTRAST):
         diff = _colour_distance(rgb, ring_width, radius)
     mask, cut = _refine_mask(_item_mask(diff, label), rgb, options, plain)
+    return _Segmentation(gray, rgb, background, radius, mask, cut)
 
-    signed = gray.astype(np.float32) - background
-    inverted = bool(signed[mask].mean() < 0)  # item darker than background: a light background
+
+def _item_signal(seg: _Segmentation, options: PreprocessOptions) -> tuple[np.ndarray, bool]:
+    """The item as light on black (float, grey levels): its distance from the background,
+    inverted when it is darker than the background, zero outside the (slightly grown) mask.
+    Returns it and whether the photo was inverted."""
+    signed = seg.gray.astype(np.float32) - seg.background
+    inverted = bool(signed[seg.mask].mean() < 0)  # item darker than background: light background
     item = np.clip(-signed if inverted else signed, 0, None)
-    keep = (
-        np.asarray(
-            Image.fromarray(mask.astype(np.uint8) * 255).filter(
-                ImageFilter.MaxFilter(2 * max(1, round(radius)) + 1)
-            )
-        )
-        > 0
-    )
+    grow = ImageFilter.MaxFilter(2 * max(1, round(seg.radius)) + 1)
+    keep = np.asarray(Image.fromarray(seg.mask.astype(np.uint8) * 255).filter(grow)) > 0
     item = np.where(keep, item, 0.0).astype(np.float32)  # shadows / clutter outside -> 0
     if options.solid and item.max() > 0:
-        item = np.where(mask, np.maximum(item, SOLID_FLOOR * float(item.max())), item)
+        item = np.where(seg.mask, np.maximum(item, SOLID_FLOOR * float(item.max())), item)
+    if options.tone:
+        item = _tone(item, seg.mask)
+    return item, inverted
 
+
+def _crop(
+    item: np.ndarray, mask: np.ndarray, options: PreprocessOptions
+) -> tuple[np.ndarray, tuple[int, int, int, int], bool]:
+    """The item cropped to the mask's bbox (toe turned left under ``side_view``): the crop, the
+    bbox ``(left, top, right, bottom)`` and whether it was mirrored."""
     ys, xs = np.nonzero(mask)
     top, bottom, left, right = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
     crop = item[top:bottom, left:right]
     flipped = False
     if options.side_view:
         crop, flipped = _toe_left(crop, mask[top:bottom, left:right])
+    return crop, (left, top, right, bottom), flipped
+
+
+def _square(crop: np.ndarray) -> np.ndarray:
+    """``crop`` centred on a black square whose side is its longest side."""
     side = max(crop.shape)
     square = np.zeros((side, side), np.float32)
     oy, ox = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
     square[oy : oy + crop.shape[0], ox : ox + crop.shape[1]] = crop
+    return square
 
-    # the longest side of the item fills the frame: FILL_LONGEST_PX of SIZE (measured: 28/28)
+
+def _frame(square: np.ndarray) -> np.ndarray:
+    """The square at 28x28, its longest side FILL_LONGEST_PX, stretched so the peak is
+    TARGET_MAX (all black if there is nothing)."""
     inner = FILL_LONGEST_PX
     # BOX = exact area average: no negative lobes, so no ringing into the black background
     small = np.asarray(Image.fromarray(square, "F").resize((inner, inner), Image.Resampling.BOX))
@@ -799,34 +903,9 @@ def preprocess(
     o = (SIZE - inner) // 2
     framed[o : o + inner, o : o + inner] = np.clip(small, 0, None)
     peak = float(framed.max())
-    out = (
-        np.clip(np.rint(framed * (TARGET_MAX / peak)), 0, 255).astype(np.uint8)
-        if peak > 0
-        else np.zeros((SIZE, SIZE), np.uint8)
-    )
-
-    if return_steps:
-
-        def u8(a: np.ndarray) -> np.ndarray:
-            return np.clip(np.rint(a), 0, 255).astype(np.uint8)
-
-        steps = [("grayscale", gray.copy())]
-        if inverted:
-            steps.append(("inverted", 255 - gray))
-        steps += [
-            ("background removed", u8(item)),
-            ("item mask (GrabCut)" if cut else "item mask", mask.astype(np.uint8) * 255),
-            ("cropped, toe turned left" if flipped else "cropped", u8(crop)),
-            ("square", u8(square)),
-            ("28x28", out),
-        ]
-    return Preprocessed(
-        image=out,
-        steps=steps,
-        inverted=inverted,
-        bbox=(left, top, right, bottom),
-        passthrough=False,
-    )
+    if peak <= 0:
+        return np.zeros((SIZE, SIZE), np.uint8)
+    return np.clip(np.rint(framed * (TARGET_MAX / peak)), 0, 255).astype(np.uint8)
 
 
 def _working_images(image: Image.Image, colour: bool) -> tuple[Image.Image, np.ndarray | None]:
@@ -851,7 +930,7 @@ def _refine_mask(
     mask and whether GrabCut made it."""
     cut = options.grabcut and rgb is not None and not plain
     if cut:
-        mask = _grabcut(rgb, mask)
+        mask = _grabcut(rgb, mask, _skin_seed(rgb, mask) if options.skin else None)
     if options.skin and rgb is not None:
         mask = _drop_skin(rgb, mask)
     if options.one_shoe:
