@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import atomic_write
+from .fileio import atomic_write
 from .errors import DataError
 from .progress import Progress
 from .registry import Registry

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoints import atomic_write_json, atomic_write_text, remove_temp_files
+from .fileio import atomic_write_json, atomic_write_text, remove_temp_files
 from .errors import ConfigError, DataError
 
 log = logging.getLogger("fmnist")
