@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from fmnist.errors import ConfigError
-from fmnist.report import confused_pairs_plot, write_report
+from fmnist.plots import confused_pairs_plot
+from fmnist.report import write_report
 from fmnist.training import train
 
 SECTIONS = ("summary", "curves", "metrics", "data", "confusion", "predictions", "top-losses",

@@ -253,8 +253,8 @@ def test_every_consumer_refuses_data_the_run_was_not_trained_on(tiny_run_copy, m
     """evaluate, export's parity check and the serve gallery all go through run_dataset /
     check_dataset: with the recorded test-image checksum changed (as if the folder now
     held other images), each refuses, and metrics.json and model.onnx are not written."""
-    from fmnist.evaluation import evaluate_run
     from fmnist.export import export_onnx
+    from fmnist.runs import evaluate_run
     from fmnist.serve.app import Gallery
 
     monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)

@@ -470,8 +470,8 @@ def _check_train_args(args: argparse.Namespace, overrides: dict) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .evaluation import evaluate_run, metrics_filename
     from .metrics import format_report
+    from .runs import evaluate_run, metrics_filename
 
     m = evaluate_run(args.run, split=args.split, tta=args.tta, data_dir=args.data_dir,
                      device=args.device, offline=args.offline)

@@ -55,6 +55,7 @@ from torch import nn
 
 from .checkpoints import ModelMeta, atomic_write, load_model, resolve_model_path
 from .errors import ConfigError, DataError, FmnistError, ModelFileError
+from .evaluation import normalize
 
 log = logging.getLogger("fmnist")
 
@@ -144,7 +145,7 @@ class PixelsToProbs(nn.Module):
     def forward(self, pixels: torch.Tensor):
         from .ood import feature_tap
 
-        x = (pixels / 255.0 - self.mean) / self.std  # (N, 1, 28, 28), as predict_probs does
+        x = normalize(pixels, self.mean, self.std)  # (N, 1, 28, 28), as predict_probs does
         if self.scorer is None:
             return torch.softmax(self.model(x).float() / self.temperature, dim=1)  # (N, C)
         with feature_tap(self.model) as tap:

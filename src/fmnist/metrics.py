@@ -7,17 +7,17 @@ predicted classes. Everything returned by :func:`compute_metrics` is plain Pytho
 
 The counting work (confusion matrix, precision/recall/F1) is delegated to
 scikit-learn; this module adds the pieces around it that fastai's
-``ClassificationInterpretation`` offers (most confused pairs), calibration (ECE and a
-reliability table) and test-time augmentation.
+``ClassificationInterpretation`` offers (most confused pairs) and calibration (ECE and a
+reliability table). Test-time augmentation runs a model, so it lives beside
+:func:`fmnist.evaluation.predict_probs`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
@@ -34,7 +34,6 @@ __all__ = [
     "reliability_table",
     "compute_metrics",
     "format_report",
-    "tta_probs",
 ]
 
 _EPS = 1e-12
@@ -301,73 +300,3 @@ def format_report(metrics: dict[str, Any], digits: int = 4) -> str:
         lines += ["", "most confused (true -> predicted: count)"]
         lines += [f"  {t} -> {p}: {c}" for t, p, c in metrics["most_confused"]]
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- TTA
-
-
-def _shift(x: torch.Tensor, dy: int, dx: int, fill: torch.Tensor) -> torch.Tensor:
-    """Shift ``x`` (N, C, H, W) by (dy, dx) pixels (down/right positive), filling with ``fill``.
-
-    ``fill`` is broadcastable to ``x`` (e.g. one value per image, shape (N, 1, 1, 1)).
-    """
-    if dy == 0 and dx == 0:
-        return x
-    h, w = x.shape[-2:]
-    out = fill.expand_as(x).clone()
-    if abs(dy) >= h or abs(dx) >= w:
-        return out
-    src_y = slice(max(-dy, 0), h - max(dy, 0))
-    dst_y = slice(max(dy, 0), h - max(-dy, 0))
-    src_x = slice(max(-dx, 0), w - max(dx, 0))
-    dst_x = slice(max(dx, 0), w - max(-dx, 0))
-    out[..., dst_y, dst_x] = x[..., src_y, src_x]
-    return out
-
-
-def tta_probs(
-    predict_fn: Callable[[torch.Tensor], np.ndarray | torch.Tensor],
-    images_tensor: torch.Tensor,
-    *,
-    shifts: Sequence[tuple[int, int]] = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)),
-    flip: bool = True,
-    fill: float | None = None,
-) -> np.ndarray:
-    """Test-time augmentation: mean of ``predict_fn`` over shifted (and flipped) views.
-
-    ``predict_fn`` maps an ``(N, 1, H, W)`` tensor to ``(N, C)`` probabilities (numpy or
-    torch). Each ``(dy, dx)`` in ``shifts`` moves the image by whole pixels (down/right
-    positive) with constant padding, no wrap-around; with ``flip`` every shifted view is
-    also scored left-right mirrored, so there are ``len(shifts) * 2`` views. ``fill`` is
-    the padding value; ``None`` pads each image with its own minimum, which is the
-    background both for raw [0, 1] images and for mean/std-normalized ones. The input
-    tensor is not modified; ``predict_fn`` is called once per view.
-    """
-    if not isinstance(images_tensor, torch.Tensor) or images_tensor.ndim != 4:
-        shape = tuple(getattr(images_tensor, "shape", ()))
-        raise ConfigError(
-            "tta_probs expects a 4-D (N, 1, H, W) torch tensor of images, got "
-            f"{type(images_tensor).__name__} with shape {shape}"
-        )
-    if len(shifts) == 0:
-        raise ConfigError("tta_probs needs at least one shift, e.g. shifts=((0, 0),)")
-    x = images_tensor
-    if fill is None:
-        fill_t = x.amin(dim=(1, 2, 3), keepdim=True)
-    else:
-        fill_t = torch.full((1, 1, 1, 1), float(fill), dtype=x.dtype, device=x.device)
-    total: np.ndarray | None = None
-    n_views = 0
-    with torch.no_grad():
-        for dy, dx in shifts:
-            shifted = _shift(x, int(dy), int(dx), fill_t)
-            views = [shifted, torch.flip(shifted, dims=(-1,))] if flip else [shifted]
-            for view in views:
-                p = predict_fn(view)
-                if isinstance(p, torch.Tensor):
-                    p = p.detach().float().cpu().numpy()
-                p = np.asarray(p, dtype=np.float64)
-                total = p if total is None else total + p
-                n_views += 1
-    assert total is not None
-    return total / n_views

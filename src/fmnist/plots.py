@@ -31,6 +31,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 
 __all__ = [
+    "confused_pairs_plot",
     "DPI",
     "sample_grid",
     "class_distribution",
@@ -410,6 +411,54 @@ def top_losses(
             fontsize=7,
         )
     fig.suptitle("Top losses: predicted / true, p(predicted), loss", fontsize=10)
+    return _finish(fig, path)
+
+
+def confused_pairs_plot(
+    images: Any,
+    probs: Any,
+    labels: Any,
+    class_names: Sequence[str],
+    pairs: Sequence[Sequence[Any]],
+    *,
+    per_pair: int = 8,
+    path: str | Path | None = None,
+) -> Figure:
+    """One row per ``(true, predicted, count)`` pair: its most confident mistakes.
+
+    ``pairs`` is ``metrics["most_confused"]`` (class names). Each image is captioned with
+    the probability the model gave the wrong class.
+    """
+    imgs = _images(images)
+    p = np.asarray(probs, dtype=np.float64)
+    lab = np.asarray(labels).astype(int)
+    preds = p.argmax(axis=1)
+    index = {str(n): i for i, n in enumerate(class_names)}
+    rows = [(t, q, int(c)) for t, q, c in pairs if t in index and q in index][:8]
+    if not rows:
+        fig = _new_figure(4.0, 1.5)
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No confused pairs", ha="center", va="center", fontsize=12)
+        return _finish(fig, path)
+    fig = _new_figure(1.25 * per_pair + 1.6, 1.5 * len(rows) + 0.2)
+    axes = fig.subplots(len(rows), per_pair, squeeze=False)
+    for r, (t, q, count) in enumerate(rows):
+        ti, qi = index[t], index[q]
+        hits = np.flatnonzero((lab == ti) & (preds == qi))
+        hits = hits[np.argsort(-p[hits, qi], kind="stable")][:per_pair]
+        for j, ax in enumerate(axes[r]):
+            _bare(ax)
+            if j >= len(hits):
+                ax.axis("off")
+                continue
+            i = hits[j]
+            ax.imshow(imgs[i], cmap="binary", interpolation="nearest")
+            ax.set_xlabel(f"p={p[i, qi]:.2f}", fontsize=7)
+        axes[r, 0].set_ylabel(f"{t}\n→ {q}\n({count})", fontsize=8, rotation=0,
+                              ha="right", va="center", labelpad=8)
+    fig.suptitle("Most confused pairs: true → predicted (count), most confident first",
+                 fontsize=10)
     return _finish(fig, path)
 
 

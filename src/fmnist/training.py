@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,21 +47,23 @@ from .checkpoints import (
     safe_load,
     save_model,
 )
-from .datasets import Dataset, Split, load_dataset, stratified_split
+from .datasets import Dataset, load_dataset
 from .devices import autocast, environment, select_device, use_bf16
 from .distributed import DistContext
 from .distributed import setup as setup_distributed
 from .errors import ConfigError, FmnistError
-from .evaluation import metrics_from_probs, normalize_batch, predict_probs
+from .evaluation import metrics_from_probs, normalize, predict_probs
 from .finetune import Freezer, apply_init, load_init, recipe_for_init
 from .models import count_params, create_model
 from .progress import Progress
 from .recipes import Recipe, resolve_recipe
 from .runs import (
     HISTORY_FIELDS,  # noqa: F401  (re-exported: fmnist.training.HISTORY_FIELDS)
+    Run,
     RunLock,
     create_run,
     dataset_checksums,
+    prepare_data,
     read_config,
     read_history,  # noqa: F401  (re-exported: fmnist.training.read_history)
     run_dataset,
@@ -256,40 +258,6 @@ def interrupt_guard() -> Iterator[dict[str, str | None]]:
             signal.signal(s, h)
 
 
-# --------------------------------------------------------------------------- run folder
-
-
-@dataclass
-class Run:
-    """A finished (or resumed-and-finished) training run."""
-
-    dir: Path
-    recipe: Recipe
-    history: list[dict[str, Any]]
-    model: nn.Module
-    meta: ModelMeta
-    test_metrics: dict[str, Any] = field(default_factory=dict)
-    stop_reason: str = ""
-
-    @property
-    def model_path(self) -> Path:
-        return self.dir / "model.pt"
-
-    @property
-    def test_accuracy(self) -> float | None:
-        return self.test_metrics.get("accuracy")
-
-    def __repr__(self) -> str:
-        acc = self.test_accuracy
-        return (f"Run(dir={str(self.dir)!r}, recipe={self.recipe.name!r}, "
-                f"epochs={len(self.history)}, test_acc={'?' if acc is None else f'{acc:.4f}'})")
-
-    def _repr_html_(self) -> str:
-        from .display import run_card
-
-        return run_card(self)
-
-
 # --------------------------------------------------------------------------- callbacks
 
 
@@ -319,25 +287,6 @@ class EpochState:
 
 
 # --------------------------------------------------------------------------- training
-
-
-def _limit(split: Split, limit: int | None, seed: int) -> Split:
-    if limit is None or limit >= len(split):
-        return split
-    _, keep = stratified_split(split.labels, limit / len(split), seed)
-    return split.subset(keep)
-
-
-def prepare_data(recipe: Recipe, ds: Dataset) -> tuple[Split, Split | None, Split]:
-    """(train, validation or None, test) splits as the recipe asks."""
-    train = _limit(ds.train, recipe.train_limit, recipe.seed)
-    val = None
-    if recipe.has_validation:
-        rest, held = stratified_split(train.labels, recipe.val_fraction, recipe.seed)
-        train, val = train.subset(rest), train.subset(held)
-    test = ds.test if recipe.test_limit is None else ds.test.subset(
-        np.arange(min(recipe.test_limit, len(ds.test))))
-    return train, val, test
 
 
 def train(
@@ -512,7 +461,7 @@ def _train(
     if checkpoint is None and hasattr(model, "init_from_data"):
         # data-dependent initialization (e.g. fastnet's whitening stem) from a fixed sample
         sample = torch.from_numpy(train_split.images[:DATA_INIT_IMAGES]).to(dev)
-        model.init_from_data(normalize_batch(sample, mean, std))
+        model.init_from_data(normalize(sample, mean, std))
     init_info = apply_init(model, init, ds.classes) if init is not None else None
     net: nn.Module = model
     if ctx.enabled:
@@ -776,7 +725,8 @@ def _train(
 
             write_report(run_dir)
     ctx.barrier()
-    return Run(run_dir, recipe, history, final, meta, test_metrics, stop_reason)
+    return Run(run_dir, read_config(run_dir), recipe, final, meta, dev, bf16, ds, test_metrics,
+               stop_reason)
 
 
 def _check_identical_params(ctx: DistContext, model: nn.Module) -> bool:
