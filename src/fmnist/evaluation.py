@@ -8,7 +8,6 @@ brought back by :class:`fmnist.runs.Run`, which calls into this module.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -105,31 +104,6 @@ def predict_scored(
     return probs, np.concatenate(scores) if scores else np.zeros(0)
 
 
-def evaluate_model(
-    model: nn.Module,
-    split,
-    classes: tuple[str, ...] | list[str],
-    *,
-    mean: float,
-    std: float,
-    device: torch.device | str = "cpu",
-    bf16: bool = False,
-    channels_last: bool = True,
-    tta: bool = False,
-    batch_size: int = 1024,
-    temperature: float = 1.0,
-) -> dict:
-    """Full metrics (see :func:`fmnist.metrics.compute_metrics`) of ``model`` on a split,
-    plus timing; JSON-serialisable."""
-    t0 = time.perf_counter()
-    probs = predict_probs(model, split.images, mean=mean, std=std, device=device, bf16=bf16,
-                          channels_last=channels_last, tta=tta, batch_size=batch_size,
-                          temperature=temperature)
-    seconds = time.perf_counter() - t0
-    return metrics_from_probs(probs, split.labels, classes, seconds=seconds, tta=tta,
-                              bf16=bf16, device=device)
-
-
 def metrics_from_probs(
     probs: np.ndarray,
     labels: np.ndarray,
@@ -140,8 +114,8 @@ def metrics_from_probs(
     bf16: bool,
     device: torch.device | str,
 ) -> dict[str, Any]:
-    """What :func:`evaluate_model` returns, from probabilities already computed (so a
-    report that needs the probabilities too predicts only once)."""
+    """The metrics of a split (:func:`fmnist.metrics.compute_metrics`) plus how they were
+    computed (TTA, precision, device, seconds, images per second); JSON-serialisable."""
     metrics = compute_metrics(probs, labels, list(classes))
     metrics.update({
         "tta": tta,

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from . import __version__, plots
 from . import metrics as M
 from .errors import FmnistError
-from .evaluation import metrics_from_probs, normalize
+from .evaluation import normalize
 from .explain import feature_maps, first_conv, gradcam
 from .fileio import atomic_write
 from .report_html import (
@@ -42,7 +42,7 @@ from .report_html import (
     page,
     report_table,
 )
-from .runs import Run, read_metrics, write_metrics
+from .runs import Run, read_metrics, read_predictions, write_predictions
 
 log = logging.getLogger("fmnist")
 
@@ -56,8 +56,8 @@ __all__ = ["Interpretation", "write_report"]
 class Interpretation:
     """A run's predictions on its test split, computed once, and what follows from them.
 
-    ``probs`` are single-view probabilities; ``metrics`` are those of ``metrics.json``
-    (with test-time augmentation when the recipe uses it, then ``single_view`` is True).
+    ``metrics`` are those of ``metrics.json``; ``single_view`` says ``probs`` are of one
+    view while the metrics used test-time augmentation.
     """
 
     images: np.ndarray  # (N, 28, 28) uint8
@@ -69,21 +69,25 @@ class Interpretation:
 
     @classmethod
     def from_run(cls, run: Run) -> Interpretation:
-        """Predict the run's test split once; read ``metrics.json``, or (when missing)
-        compute the metrics from the same predictions and write it."""
-        test = run.split("test")
-        metrics = read_metrics(run.dir)
+        """The test probabilities saved with ``metrics.json`` by training or ``fmnist
+        evaluate`` (``predictions.npz``, checked against model.pt); else one prediction of
+        the test split, single-view beside saved metrics, else with the recipe's TTA, and
+        then ``metrics.json`` and ``predictions.npz`` are written from it."""
+        test, metrics = run.split("test"), read_metrics(run.dir)
+        saved = read_predictions(run.dir) if metrics else None
+        if saved is not None and saved[0].shape == (len(test), len(run.classes)):
+            probs, tta = saved
+            return cls(test.images, test.labels, probs, run.classes, metrics,
+                       single_view=bool(metrics.get("tta")) and not tta)
         if metrics:
             probs = run.predict_proba(test.images)
+            write_predictions(run.dir, probs, tta=False)  # the next report reuses them
             return cls(test.images, test.labels, probs, run.classes, metrics,
                        single_view=bool(metrics.get("tta")))
-        t0 = time.perf_counter()
-        probs = run.predict_proba(test.images, tta=run.recipe.tta)
-        metrics = {"split": "test", **metrics_from_probs(
-            probs, test.labels, run.classes, seconds=time.perf_counter() - t0,
-            tta=run.recipe.tta, bf16=run.bf16, device=run.device)}
-        write_metrics(run.dir, metrics)
-        return cls(test.images, test.labels, probs, run.classes, metrics)
+        metrics = run.evaluate("test", write=True)
+        probs = read_predictions(run.dir)
+        assert probs is not None  # just written by evaluate
+        return cls(test.images, test.labels, probs[0], run.classes, dict(metrics))
 
     @cached_property
     def preds(self) -> np.ndarray:
@@ -219,17 +223,14 @@ def _data(p: _Page) -> Section:
 
 
 def _confusion(p: _Page) -> Section:
-    cm, classes = np.asarray(p.metrics["confusion_matrix"]), p.interp.classes
-    counts = p.figs.add("confusion_matrix", plots.confusion_matrix_plot(cm, classes))
-    normed = p.figs.add("confusion_matrix_normalized",
-                        plots.confusion_matrix_plot(cm, classes, normalize=True))
+    cm = np.asarray(p.metrics["confusion_matrix"])
+    uri = p.figs.add("confusion_matrices", plots.confusion_matrices_plot(cm, p.interp.classes))
     return Section("confusion", "Confusion matrix", (
         '<p class="how">Rows are the true classes, columns the predictions: the diagonal '
         "holds the correct answers, everything else is a mistake. The normalized matrix "
-        "divides each row by its total, so its diagonal is the recall of each class and "
-        "an off-diagonal cell is the share of a class mistaken for another.</p>"
-        '<div class="figs">' + img(counts, "confusion matrix, counts")
-        + img(normed, "confusion matrix, row-normalized") + "</div>"))
+        "(right) divides each row by its total, so its diagonal is the recall of each class "
+        "and an off-diagonal cell is the share of a class mistaken for another.</p>"
+        + img(uri, "confusion matrix, counts and row-normalized")))
 
 
 def _view_note(p: _Page) -> str:
@@ -293,14 +294,16 @@ def _before_after(p: _Page) -> str:
 
 
 def _calibration(p: _Page) -> Section:
+    """One reliability diagram, or (for a calibrated run) the diagrams before and after its
+    temperature, the second being that of the probabilities the metrics use."""
     m = p.metrics
-    uri = p.figs.add("reliability", plots.reliability_diagram(m["reliability"], m["ece"]))
+    figures = _before_after(p) or img(p.figs.add("reliability", plots.reliability_diagram(
+        m["reliability"], m["ece"])), "reliability diagram")
     return Section("calibration", "Calibration", (
         '<p class="how">When the model says 90%, is it right 90% of the time? Test images '
         "are binned by their top probability; bars below the diagonal mean over-confidence, "
         "above it under-confidence. ECE is the average gap weighted by the bin sizes (lower "
-        f"is better): here {m['ece']:.2%}.</p>" + img(uri, "reliability diagram")
-        + _before_after(p)))
+        f"is better): here {m['ece']:.2%}.</p>" + figures))
 
 
 def _gradcam(p: _Page) -> Section:

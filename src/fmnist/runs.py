@@ -25,6 +25,8 @@ import json
 import logging
 import os
 import shutil
+import time
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +36,7 @@ import numpy as np
 
 from .datasets import list_datasets, load_dataset, stratified_split
 from .errors import ConfigError, DataError, ModelFileError
-from .fileio import atomic_write_json, atomic_write_text, remove_temp_files
+from .fileio import atomic_write, atomic_write_json, atomic_write_text, remove_temp_files
 
 log = logging.getLogger("fmnist")
 
@@ -51,7 +53,7 @@ HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc
 RUN_ENTRIES = frozenset({
     LOCK_NAME, "config.json", "history.csv", "checkpoints", "model.pt", "metrics.json",
     "metrics-val.json", "report.html", "plots", "tensorboard", "model.onnx",
-    "model.int8.onnx",
+    "model.int8.onnx", "predictions.npz",
 })
 
 
@@ -376,6 +378,40 @@ def write_metrics(run_dir: str | Path, metrics: dict[str, Any], split: str = "te
     return atomic_write_json(Path(run_dir) / metrics_filename(split), metrics)
 
 
+# --------------------------------------------------------------------------- predictions.npz
+
+PREDICTIONS = "predictions.npz"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_predictions(run_dir: str | Path, probs: np.ndarray, *, tta: bool) -> Path:
+    """Save the test split's (N, C) probabilities (float32) with the sha256 of the
+    model.pt that made them, so the report reuses them instead of predicting again."""
+    run_dir = Path(run_dir)
+    buf = io.BytesIO()
+    np.savez(buf, probs=np.asarray(probs, np.float32), tta=bool(tta),
+             model_sha256=_sha256(model_path(run_dir)))
+    data = buf.getvalue()
+    return atomic_write(run_dir / PREDICTIONS, lambda f: f.write(data))
+
+
+def read_predictions(run_dir: str | Path) -> tuple[np.ndarray, bool] | None:
+    """(probs float64, tta) saved by :func:`write_predictions`; None when missing,
+    unreadable or made by another model.pt (e.g. before ``fmnist calibrate``)."""
+    run_dir = Path(run_dir)
+    try:
+        with np.load(run_dir / PREDICTIONS, allow_pickle=False) as z:
+            probs, tta, sha = z["probs"], bool(z["tta"]), str(z["model_sha256"])
+        if sha != _sha256(run_dir / MODEL_FILES["pt"]):
+            return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return probs.astype(np.float64), tta
+
+
 # --------------------------------------------------------------------------- the model file
 
 MODEL_FILES = {"pt": "model.pt", "onnx": "model.onnx"}
@@ -614,21 +650,24 @@ class Run:
     def evaluate(self, split: str = "test", tta: bool | None = None, *,
                  write: bool = False) -> dict[str, Any]:
         """Metrics of one split (``tta=None`` follows the recipe), written to
-        ``metrics.json`` / ``metrics-val.json`` with ``write``. A dict that notebooks show
-        as a card (:class:`fmnist.display.EvaluationResult`)."""
+        ``metrics.json`` / ``metrics-val.json`` (and the test probabilities to
+        ``predictions.npz``) with ``write``. A dict that notebooks show as a card
+        (:class:`fmnist.display.EvaluationResult`)."""
         from .display import EvaluationResult
-        from .evaluation import evaluate_model
+        from .evaluation import metrics_from_probs
 
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}.")
         use_tta = self.recipe.tta if tta is None else bool(tta)
-        metrics = EvaluationResult({"split": split, **evaluate_model(
-            self.model, self.split(split), self.classes, mean=self.meta.mean,
-            std=self.meta.std, device=self.device, bf16=self.bf16,
-            channels_last=self.recipe.channels_last, tta=use_tta,
-            temperature=self.meta.temperature_for(use_tta))})
+        data, t0 = self.split(split), time.perf_counter()
+        probs = self.predict_proba(data.images, tta=use_tta)
+        metrics = EvaluationResult({"split": split, **metrics_from_probs(
+            probs, data.labels, self.classes, seconds=time.perf_counter() - t0, tta=use_tta,
+            bf16=self.bf16, device=self.device)})
         if write:
             write_metrics(self.dir, metrics, split)
+            if split == "test":
+                write_predictions(self.dir, probs, tta=use_tta)
         if split == "test":
             self.test_metrics = dict(metrics)
         return metrics

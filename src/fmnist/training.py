@@ -70,6 +70,7 @@ from .runs import (
     set_status,
     write_config,
     write_history,
+    write_predictions,
 )
 
 log = logging.getLogger("fmnist")
@@ -685,6 +686,7 @@ def _train(
                                         tta=recipe.tta, device=dev)
         cal_info.update(cal_fit)
     test_metrics: dict[str, Any] = {}
+    test_probs = None  # saved beside model.pt for the report
     if evaluate_test:
         t0 = time.perf_counter()
         shard = np.arange(len(test_split))[ctx.shard(len(test_split))]
@@ -711,10 +713,13 @@ def _train(
                 **meta.metrics, "test_acc": test_metrics["accuracy"],
                 "test_loss": test_metrics["loss"]}})
             atomic_write_json(run_dir / "metrics.json", {"split": "test", **test_metrics})
+            test_probs = pt
         test_metrics = ctx.broadcast(test_metrics)
     identical = _check_identical_params(ctx, model)
     if ctx.is_main:
         save_model(run_dir / "model.pt", final, meta)
+        if test_probs is not None:
+            write_predictions(run_dir, test_probs, tta=recipe.tta)
         extra = {"stop_reason": stop_reason or None}
         if ctx.enabled:
             extra["distributed"] = {**read_config(run_dir)["distributed"],
