@@ -56,6 +56,7 @@ from torch import nn
 from .checkpoints import ModelMeta, atomic_write, load_model, resolve_model_path
 from .errors import ConfigError, DataError, FmnistError, ModelFileError
 from .evaluation import normalize
+from .runs import config_of_model
 
 log = logging.getLogger("fmnist")
 
@@ -435,13 +436,6 @@ def _score_only_nodes(path: Path) -> list[str]:
 # --------------------------------------------------------------------------- data
 
 
-def _run_config(model_file: Path) -> dict[str, Any]:
-    """The config.json of the run holding ``model_file`` ({} for a model.pt on its own)."""
-    from .runs import read_config
-
-    return read_config(model_file.parent) if (model_file.parent / "config.json").is_file() else {}
-
-
 def _parity_dataset(meta: ModelMeta, config: dict[str, Any], data_dir: str | os.PathLike | None):
     """The run's dataset: ``data_dir``, else where the run found it, else the usual places."""
     from .datasets import list_datasets, load_dataset
@@ -540,7 +534,7 @@ def export_onnx(
 
     ds = dataset
     if ds is None and (check or quantize):
-        ds = _parity_dataset(meta, _run_config(model_file), data_dir)
+        ds = _parity_dataset(meta, config_of_model(model_file), data_dir)
     if check and min(parity_images, len(ds.test)) < PARITY_MIN_IMAGES:
         raise DataError(
             f"{model_file}: the parity check needs at least {PARITY_MIN_IMAGES} test images, "

@@ -28,7 +28,7 @@ import shutil
 import time
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -526,7 +526,7 @@ def latest_run(root: str | Path = "runs") -> Path:
         mtime = (run / MODEL_FILES["pt"]).stat().st_mtime
         created = read_json_object(run / "config.json").get("created")
         stamp = created if isinstance(created, str) else datetime.fromtimestamp(
-            mtime).isoformat(timespec="seconds")
+            mtime, UTC).isoformat(timespec="seconds")
         return stamp, mtime
 
     return max(runs, key=key)
