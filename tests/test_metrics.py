@@ -202,3 +202,21 @@ def test_format_report_lists_every_class_and_summary():
     # fixed width: all table rows have the same length
     table = [line for line in lines[:8] if line.strip()]
     assert len({len(line) for line in table}) == 1
+
+
+def test_per_class_report_matches_sklearn_with_empty_classes():
+    """Class 3 never predicted, class 4 never present: scikit-learn's zero_division=0."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 4, 200)
+    preds = np.where(rng.random(200) < 0.7, labels, rng.integers(0, 5, 200))
+    preds[preds == 3] = 0
+    names = [f"c{i}" for i in range(5)]
+    ours = M.per_class_report(labels, preds, names)
+    ref = classification_report(labels, preds, labels=range(5), target_names=names,
+                                output_dict=True, zero_division=0)
+    for key in names + ["macro avg", "weighted avg"]:
+        for ours_key, ref_key in (("precision", "precision"), ("recall", "recall"),
+                                  ("f1", "f1-score"), ("support", "support")):
+            assert ours[key][ours_key] == pytest.approx(ref[key][ref_key]), (key, ours_key)
+    np.testing.assert_array_equal(M.confusion_matrix(labels, preds, 5),
+                                  sk_cm(labels, preds, labels=range(5)))

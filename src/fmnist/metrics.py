@@ -5,11 +5,11 @@ Conventions: ``probs`` is an ``(N, C)`` float array of class probabilities (rows
 predicted classes. Everything returned by :func:`compute_metrics` is plain Python
 (floats, ints, lists, dicts) so it can go straight into ``metrics.json``.
 
-The counting work (confusion matrix, precision/recall/F1) is delegated to
-scikit-learn; this module adds the pieces around it that fastai's
-``ClassificationInterpretation`` offers (most confused pairs) and calibration (ECE and a
-reliability table). Test-time augmentation runs a model, so it lives beside
-:func:`fmnist.evaluation.predict_probs`.
+The counting (confusion matrix, precision/recall/F1) is plain numpy, checked against
+scikit-learn in the tests (importing scikit-learn and scipy would cost every command a
+second). Around it: what fastai's ``ClassificationInterpretation`` offers (most confused
+pairs) and calibration (ECE and a reliability table). Test-time augmentation runs a
+model, so it lives beside :func:`fmnist.evaluation.predict_probs`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
-from sklearn.metrics import precision_recall_fscore_support
 
 from .errors import ConfigError
 
@@ -109,7 +107,16 @@ def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 2) -> float:
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
     """``(C, C)`` int matrix of counts; rows are true classes, columns predicted ones."""
     labels, preds = _check_labels_preds(labels, preds)
-    return _sk_confusion_matrix(labels, preds, labels=np.arange(num_classes)).astype(np.int64)
+    c = int(num_classes)
+    keep = (labels >= 0) & (labels < c) & (preds >= 0) & (preds < c)  # others are not counted
+    flat = labels[keep].astype(np.int64) * c + preds[keep].astype(np.int64)
+    return np.bincount(flat, minlength=c * c).reshape(c, c).astype(np.int64)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den is 0 (scikit-learn's ``zero_division=0``)."""
+    num, den = num.astype(np.float64), den.astype(np.float64)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
 def per_class_report(
@@ -122,9 +129,10 @@ def per_class_report(
     """
     labels, preds = _check_labels_preds(labels, preds)
     ids = np.arange(len(class_names))
-    p, r, f, s = precision_recall_fscore_support(
-        labels, preds, labels=ids, average=None, zero_division=0
-    )
+    cm = confusion_matrix(labels, preds, len(ids))
+    tp, s = np.diag(cm), cm.sum(axis=1)
+    p, r = _ratio(tp, cm.sum(axis=0)), _ratio(tp, s)
+    f = _ratio(2 * p * r, p + r)
     report: dict[str, dict[str, float | int]] = {}
     for i, name in enumerate(class_names):
         report[str(name)] = {
