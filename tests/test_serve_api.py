@@ -437,7 +437,7 @@ def test_busy_decode_slots_answer_503_with_retry_after(run_dir, learnable_datase
     app = create_app(run_dir, device="cpu", gallery=False, max_decodes=2, decode_wait_s=0.05)
     png = encode(learnable_dataset.test.images[0])
     with TestClient(app) as c:
-        slots = app.state.decode_slots
+        slots = app.state.server.decode_slots
         assert slots.acquire(blocking=False) and slots.acquire(blocking=False)
         try:  # both slots taken, as by two long decodes
             r = c.post("/api/predict", files={"files": ("a.png", png, "image/png")})
@@ -482,3 +482,82 @@ def test_the_page_has_no_inline_script_or_style_for_the_csp_to_block():
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page)  # every script is a file
     assert "<style" not in page and " style=" not in page
     assert not re.search(r"\son[a-z]+=", page)  # no inline event handlers
+
+
+# --------------------------------------------------------------------------- schemas, Depends
+
+
+def _properties(spec: dict, schema: dict) -> dict:
+    """The fields of an OpenAPI schema, following one ``$ref`` (and an array's items)."""
+    if schema.get("type") == "array":
+        schema = schema["items"]
+    if "$ref" in schema:
+        schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema.get("properties", {})
+
+
+def _response_fields(spec: dict, path: str, method: str, status: str = "200") -> dict:
+    response = spec["paths"][path][method]["responses"][status]
+    return _properties(spec, response["content"]["application/json"]["schema"])
+
+
+def test_openapi_names_the_fields_of_every_json_answer(client):
+    spec = client.get("/openapi.json").json()
+    predict = _response_fields(spec, "/api/predict", "post")
+    assert {"file", "label", "predictions", "error", "status", "ms", "ood_score",
+            "in_distribution", "unsure", "image"} <= predict.keys()
+    assert _properties(spec, predict["predictions"]).keys() == {"class", "probability"}
+    assert {"detail", "file", "results"} <= _response_fields(
+        spec, "/api/predict", "post", "415").keys()
+    card = _response_fields(spec, "/api/model", "get")
+    assert {"arch", "recipe", "params", "test_accuracy", "classes", "created",
+            "limits"} <= card.keys()
+    assert _properties(spec, card["limits"]).keys() == {"max_upload_bytes", "max_files",
+                                                        "max_image_pixels"}
+    gallery = _response_fields(spec, "/api/gallery", "get")
+    assert {"available", "note", "dataset", "size", "items"} <= gallery.keys()
+    assert {"index", "label", "image"} <= _properties(spec, gallery["items"]).keys()
+    similar = _response_fields(spec, "/api/similar", "post")
+    assert {"class", "similarity", "image"} <= _properties(spec, similar["similar"]).keys()
+    assert _response_fields(spec, "/healthz", "get").keys() == {"status", "model_loaded"}
+
+
+def test_answers_keep_their_shape_through_the_response_models(client, learnable_dataset):
+    png = encode(learnable_dataset.test.images[0])
+    (result,) = client.post("/api/predict", files={"files": ("a.png", png, "image/png")}).json()
+    assert "image" not in result  # an optional field the answer did not set stays out
+    assert set(result["predictions"][0]) == {"class", "probability"}
+    off = client.get("/api/gallery", params={"n": 2, "seed": 0}).json()
+    assert off["available"] and off["split"] == "test" and len(off["items"]) == 2
+
+
+def test_endpoints_take_state_through_depends_not_the_request():
+    from fastapi import Request
+    from fastapi.routing import APIRoute
+
+    from fmnist.serve.similar import router as similar_router
+
+    for route in [*api.routes, *similar_router.routes]:
+        assert isinstance(route, APIRoute)
+        kinds = [p.annotation for p in inspect.signature(route.endpoint).parameters.values()]
+        assert Request not in kinds and "Request" not in kinds, route.path
+
+
+def test_a_dependency_override_swaps_the_predictor(run_dir, learnable_dataset):
+    from fmnist.serve.state import get_predictor
+
+    app = create_app(run_dir, device="cpu", gallery=False, top_k=3)
+    top1 = Predictor.from_path(run_dir, device="cpu", top_k=1)
+    app.dependency_overrides[get_predictor] = lambda: top1
+    png = encode(learnable_dataset.test.images[0])
+    with TestClient(app) as c:
+        (result,) = c.post("/api/predict", files={"files": ("a.png", png, "image/png")}).json()
+    assert len(result["predictions"]) == 1  # the override answered, not the app's top-3 model
+
+
+def test_before_the_model_loads_endpoints_answer_503(run_dir):
+    c = TestClient(create_app(run_dir, device="cpu", gallery=False))  # no `with`: no lifespan
+    assert c.get("/healthz").json() == {"status": "ok", "model_loaded": False}
+    for r in (c.get("/api/model"), c.get("/api/gallery"),
+              c.post("/api/predict", files={"files": ("a.png", b"x", "image/png")})):
+        assert r.status_code == 503 and "not loaded" in r.json()["detail"]

@@ -90,6 +90,55 @@ def last_conv(model: nn.Module, images: torch.Tensor) -> nn.Conv2d:
     )
 
 
+def _check_gradcam_inputs(images: object, target: object) -> torch.Tensor | None:
+    """``images`` must be (N, 1, H, W); ``target`` (if given) one class per image."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ConfigError(
+            "gradcam expects a 4-D (N, 1, H, W) tensor of normalized images, got "
+            f"shape {tuple(getattr(images, 'shape', ()))}"
+        )
+    if target is None:
+        return None
+    n = images.shape[0]
+    target = torch.as_tensor(target).reshape(-1)
+    if target.shape[0] != n:
+        raise ConfigError(
+            f"gradcam target needs one class per image ({n}), got {target.shape[0]}"
+        )
+    return target
+
+
+def _cam_from(acts: torch.Tensor, grads: torch.Tensor | None, size: torch.Size) -> torch.Tensor:
+    """``ReLU(sum_k alpha_k A_k)`` upsampled to ``size`` and scaled to [0, 1] per image
+    (all zeros where there is no positive evidence)."""
+    a = acts.detach()  # (N, K, h, w)
+    if grads is None:
+        grads = torch.zeros_like(a)
+    alpha = grads.mean(dim=(2, 3), keepdim=True)  # (N, K, 1, 1)
+    cam = F.relu((alpha * a).sum(dim=1, keepdim=True))  # (N, 1, h, w)
+    cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]  # (N, H, W)
+    n = cam.shape[0]
+    flat = cam.reshape(n, -1)
+    lo = flat.min(dim=1).values.view(n, 1, 1)
+    span = flat.max(dim=1).values.view(n, 1, 1) - lo
+    return torch.where(span > 1e-12, (cam - lo) / span.clamp_min(1e-12), torch.zeros_like(cam))
+
+
+def _first_output_hook(acts: list[torch.Tensor]):
+    """A forward hook that keeps the layer's first (N, K, h, w) output in ``acts``."""
+
+    def keep(_m: nn.Module, _i: object, out: object) -> None:
+        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+            raise ConfigError(
+                f"Grad-CAM layer {type(_m).__name__} must output a (N, K, h, w) tensor, got "
+                f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}"
+            )
+        if not acts:  # a layer called twice (weight sharing): explain its first use
+            acts.append(out)
+
+    return keep
+
+
 def gradcam(
     model: nn.Module,
     images: torch.Tensor,
@@ -106,34 +155,12 @@ def gradcam(
     to the input size and scaled to [0, 1] per image; a map with no positive evidence
     is all zeros. The model runs in eval mode and is restored afterwards.
     """
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ConfigError(
-            "gradcam expects a 4-D (N, 1, H, W) tensor of normalized images, got "
-            f"shape {tuple(getattr(images, 'shape', ()))}"
-        )
-    n = images.shape[0]
-    if target is not None:
-        target = torch.as_tensor(target).reshape(-1)
-        if target.shape[0] != n:
-            raise ConfigError(
-                f"gradcam target needs one class per image ({n}), got {target.shape[0]}"
-            )
+    target = _check_gradcam_inputs(images, target)
     device = _device(model)
     if layer is None:
         layer = last_conv(model, images)
-
     acts: list[torch.Tensor] = []
-
-    def keep(_m: nn.Module, _i: object, out: object) -> None:
-        if not isinstance(out, torch.Tensor) or out.ndim != 4:
-            raise ConfigError(
-                f"Grad-CAM layer {type(_m).__name__} must output a (N, K, h, w) tensor, got "
-                f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}"
-            )
-        if not acts:  # a layer called twice (weight sharing): explain its first use
-            acts.append(out)
-
-    handle = layer.register_forward_hook(keep)
+    handle = layer.register_forward_hook(_first_output_hook(acts))
     try:
         with torch.inference_mode(False), torch.enable_grad(), _eval_mode(model):
             x = images.detach().to(device).clone().requires_grad_(True)
@@ -145,19 +172,7 @@ def gradcam(
             tgt = logits.argmax(dim=1) if target is None else target.to(logits.device).long()
             score = logits.gather(1, tgt.view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(score, acts[0], allow_unused=True)
-            a = acts[0].detach()
-            if grads is None:
-                grads = torch.zeros_like(a)
-            alpha = grads.mean(dim=(2, 3), keepdim=True)  # (N, K, 1, 1)
-            cam = F.relu((alpha * a).sum(dim=1, keepdim=True))  # (N, 1, h, w)
-            cam = F.interpolate(cam, size=images.shape[-2:], mode="bilinear", align_corners=False)
-            cam = cam[:, 0]  # (N, H, W)
-            flat = cam.reshape(n, -1)
-            lo = flat.min(dim=1).values.view(n, 1, 1)
-            span = flat.max(dim=1).values.view(n, 1, 1) - lo
-            cam = torch.where(
-                span > 1e-12, (cam - lo) / span.clamp_min(1e-12), torch.zeros_like(cam)
-            )
+            cam = _cam_from(acts[0], grads, images.shape[-2:])
     finally:
         handle.remove()
     return cam.detach().float().cpu().numpy()

@@ -500,6 +500,98 @@ def int8_path_for(path: str | os.PathLike) -> Path:
     return p.with_name(p.name.removesuffix(".onnx") + ".int8.onnx")
 
 
+@dataclass(frozen=True)
+class _Reference:
+    """What the exported graphs are checked against: the first test images, their labels
+    and PyTorch's probabilities for them."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+
+    @property
+    def top(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+
+def _reference(model: nn.Module, meta: ModelMeta, ds: Any, parity_images: int,
+               model_file: Path) -> _Reference:
+    """PyTorch's answers on the first ``parity_images`` test images (at least
+    PARITY_MIN_IMAGES of them, or a DataError that says how to get them)."""
+    from .evaluation import predict_probs
+
+    n = min(parity_images, len(ds.test))
+    if n < PARITY_MIN_IMAGES:
+        raise DataError(
+            f"{model_file}: the parity check needs at least {PARITY_MIN_IMAGES} test images, "
+            f"dataset {ds.name!r} has {len(ds.test)} (asked for {parity_images}); pass "
+            "--data-dir with a larger test split, or --no-check to export unchecked."
+        )
+    images, labels = ds.test.images[:n], ds.test.labels[:n]
+    probs = predict_probs(model, images, mean=meta.mean, std=meta.std, device="cpu",
+                          temperature=meta.temperature_for(False))
+    return _Reference(images, labels, probs)
+
+
+def _check_fp32(fp32: bytes, ref: _Reference, meta: ModelMeta, out_path: Path) -> dict:
+    """The fp32 graph's parity figures; ParityError when it differs from PyTorch."""
+    p_onnx = onnx_probs(onnx_session(fp32), ref.images)
+    n = len(ref.labels)
+    parity = {
+        "n_images": n,
+        "accuracy_torch": float((ref.top == ref.labels).mean()),
+        "accuracy_fp32": float((p_onnx.argmax(1) == ref.labels).mean()),
+        "max_abs_diff": float(np.abs(p_onnx - ref.probs).max()),
+        "agreement": float((p_onnx.argmax(1) == ref.top).mean()),
+    }
+    if parity["max_abs_diff"] >= FP32_MAX_ABS_DIFF or parity["agreement"] < FP32_MIN_AGREEMENT:
+        raise ParityError(
+            f"{meta.arch}: ONNX fp32 output differs from PyTorch on {n} test images "
+            f"(max |dp| {parity['max_abs_diff']:.2e}, allowed < {FP32_MAX_ABS_DIFF:.0e}; "
+            f"top-1 agreement {parity['agreement']:.2%}, needed {FP32_MIN_AGREEMENT:.1%}); "
+            f"{out_path} was not written. Report the model and torch/onnx versions."
+        )
+    return parity
+
+
+def _check_int8(int8: bytes, ref: _Reference, parity: dict, meta: ModelMeta,
+                int8_path: Path) -> dict:
+    """The int8 graph's figures; ParityError when it loses more than
+    INT8_MAX_ACCURACY_DROP accuracy against PyTorch."""
+    p8 = onnx_probs(onnx_session(int8), ref.images)
+    figures = {
+        "accuracy_int8": float((p8.argmax(1) == ref.labels).mean()),
+        "int8_max_abs_diff": float(np.abs(p8 - ref.probs).max()),
+        "int8_agreement": float((p8.argmax(1) == ref.top).mean()),
+    }
+    drop = parity["accuracy_torch"] - figures["accuracy_int8"]
+    if drop > INT8_MAX_ACCURACY_DROP + 1e-12:
+        raise ParityError(
+            f"{meta.arch}: int8 accuracy {figures['accuracy_int8']:.2%} is {100 * drop:.2f} "
+            f"points below fp32 {parity['accuracy_torch']:.2%} on {len(ref.labels)} test "
+            f"images (at most {100 * INT8_MAX_ACCURACY_DROP:.1f} allowed); {int8_path} was "
+            "not written. Use the fp32 model.onnx."
+        )
+    return figures
+
+
+def _int8_graph(fp32: bytes, ds: Any, ref: _Reference | None, parity: dict | None,
+                meta: ModelMeta, params: int, int8_path: Path) -> tuple[bytes, dict]:
+    """The static int8 graph (calibrated on training images), checked when ``ref`` is
+    given, with its metadata; and its figures for the ExportResult."""
+    calib = _calibration_images(ds.train.images, ds.train.labels, CALIBRATION_IMAGES)
+    int8 = quantize_int8(fp32, calib)
+    figures: dict[str, Any] = {"quantization": "int8-static-qdq"}
+    parity8 = None
+    if ref is not None and parity is not None:
+        figures.update(_check_int8(int8, ref, parity, meta, int8_path))
+        parity8 = {**parity, "accuracy_int8": figures["accuracy_int8"],
+                   "int8_agreement": figures["int8_agreement"]}
+    int8 = _with_metadata(int8, onnx_metadata(meta, params=params, quantization="int8",
+                                              parity=parity8))
+    return int8, figures
+
+
 def export_onnx(
     run_or_model_path: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -531,78 +623,23 @@ def export_onnx(
     if out_path.suffix != ".onnx":
         raise ConfigError(f"--out {out_path}: the file name must end in .onnx.")
     params = sum(p.numel() for p in model.parameters())
-
     ds = dataset
     if ds is None and (check or quantize):
         ds = _parity_dataset(meta, config_of_model(model_file), data_dir)
-    if check and min(parity_images, len(ds.test)) < PARITY_MIN_IMAGES:
-        raise DataError(
-            f"{model_file}: the parity check needs at least {PARITY_MIN_IMAGES} test images, "
-            f"dataset {ds.name!r} has {len(ds.test)} (asked for {parity_images}); pass "
-            "--data-dir with a larger test split, or --no-check to export unchecked."
-        )
+    ref = _reference(model, meta, ds, parity_images, model_file) if check else None
     fp32 = _torch_to_onnx_bytes(model, meta, opset)
-
-    res: dict[str, Any] = {"path": out_path, "checked": bool(check)}
-    if check:
-        from .evaluation import predict_probs
-
-        n = min(parity_images, len(ds.test))
-        images, labels = ds.test.images[:n], ds.test.labels[:n]
-        p_torch = predict_probs(model, images, mean=meta.mean, std=meta.std, device="cpu",
-                                temperature=meta.temperature_for(False))
-        p_onnx = onnx_probs(onnx_session(fp32), images)
-        top_torch = p_torch.argmax(1)
-        res.update(
-            n_images=n,
-            accuracy_torch=float((top_torch == labels).mean()),
-            accuracy_fp32=float((p_onnx.argmax(1) == labels).mean()),
-            max_abs_diff=float(np.abs(p_onnx - p_torch).max()),
-            agreement=float((p_onnx.argmax(1) == top_torch).mean()),
-        )
-        if res["max_abs_diff"] >= FP32_MAX_ABS_DIFF or res["agreement"] < FP32_MIN_AGREEMENT:
-            raise ParityError(
-                f"{meta.arch}: ONNX fp32 output differs from PyTorch on {n} test images "
-                f"(max |dp| {res['max_abs_diff']:.2e}, allowed < {FP32_MAX_ABS_DIFF:.0e}; "
-                f"top-1 agreement {res['agreement']:.2%}, needed {FP32_MIN_AGREEMENT:.1%}); "
-                f"{out_path} was not written. Report the model and torch/onnx versions."
-            )
-    parity = {k: res.get(k) for k in ("n_images", "accuracy_torch", "accuracy_fp32",
-                                      "max_abs_diff", "agreement")} if check else None
+    parity = _check_fp32(fp32, ref, meta, out_path) if ref is not None else None
+    res: dict[str, Any] = {"path": out_path, "checked": bool(check), **(parity or {})}
     fp32 = _with_metadata(fp32, onnx_metadata(meta, params=params, parity=parity))
-
     int8: bytes | None = None
-    int8_path: Path | None = None
     if quantize == "int8":
-        int8_path = int8_path_for(out_path)
-        calib = _calibration_images(ds.train.images, ds.train.labels, CALIBRATION_IMAGES)
-        int8 = quantize_int8(fp32, calib)
-        res["quantization"] = "int8-static-qdq"
-        if check:
-            p8 = onnx_probs(onnx_session(int8), images)
-            res.update(
-                accuracy_int8=float((p8.argmax(1) == labels).mean()),
-                int8_max_abs_diff=float(np.abs(p8 - p_torch).max()),
-                int8_agreement=float((p8.argmax(1) == top_torch).mean()),
-            )
-            drop = res["accuracy_torch"] - res["accuracy_int8"]
-            if drop > INT8_MAX_ACCURACY_DROP + 1e-12:
-                raise ParityError(
-                    f"{meta.arch}: int8 accuracy {res['accuracy_int8']:.2%} is {100 * drop:.2f} "
-                    f"points below fp32 {res['accuracy_torch']:.2%} on {n} test images (at most "
-                    f"{100 * INT8_MAX_ACCURACY_DROP:.1f} allowed); {int8_path} was not written. "
-                    "Use the fp32 model.onnx."
-                )
-            parity8 = {**parity, "accuracy_int8": res["accuracy_int8"],  # type: ignore[dict-item]
-                       "int8_agreement": res["int8_agreement"]}
-        else:
-            parity8 = None
-        int8 = _with_metadata(int8, onnx_metadata(meta, params=params, quantization="int8",
-                                                  parity=parity8))
-
+        int8, figures = _int8_graph(fp32, ds, ref, parity, meta, params,
+                                    int8_path_for(out_path))
+        res.update(figures)
     atomic_write(out_path, lambda f: f.write(fp32))
     res["size_bytes"] = len(fp32)
-    if int8 is not None and int8_path is not None:
+    if int8 is not None:
+        int8_path = int8_path_for(out_path)
         atomic_write(int8_path, lambda f: f.write(int8))
         res.update(int8_path=int8_path, int8_size_bytes=len(int8))
     res["seconds"] = round(time.perf_counter() - t0, 3)

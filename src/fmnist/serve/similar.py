@@ -11,10 +11,16 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import JSONResponse
 
 from ..errors import FmnistError, ImageError
+from ..preprocess import preprocess
+from .gallery import png_base64
+from .model_files import first_line, run_folder
+from .schemas import Detail, FileFailure, SimilarResult
+from .state import ServerState, get_predictor, get_state
+from .uploads import FileError, image_error_status, read_upload, refuse_file_count
 
 router = APIRouter(tags=["api"])
 MAX_K = 64
@@ -32,11 +38,10 @@ class SimilarService:
     def get(self) -> tuple[Any, str | None]:
         """(finder, None) or (None, why similar items are not available)."""
         from ..similar import SimilarFinder
-        from .app import _first_line, _run_dir
 
         with self._lock:
             if self._finder is None and self._note is None:
-                run = _run_dir(self._model_path)
+                run = run_folder(self._model_path)
                 if run is None or self._backend == "onnx" or self._model_path.suffix == ".onnx":
                     self._note = ("similar items need a run folder served with the torch "
                                   "backend (an ONNX model has no features output)")
@@ -44,20 +49,17 @@ class SimilarService:
                     try:
                         self._finder = SimilarFinder.from_run(run, device="cpu", offline=True)
                     except FmnistError as e:
-                        self._note = f"similar items are not available ({_first_line(e)})"
+                        self._note = f"similar items are not available ({first_line(e)})"
             return self._finder, self._note
 
 
 def _similar_one(finder: Any, upload: UploadFile, name: str, k: int,
                  max_bytes: int) -> dict[str, Any]:
-    from ..preprocess import preprocess
-    from .app import _FileError, _read_upload, image_error_status, png_base64
-
     result: dict[str, Any] = {"file": name, "similar": [], "error": None, "status": 200}
     try:
-        data = _read_upload(upload, name, max_bytes)
+        data = read_upload(upload, name, max_bytes)
         image = preprocess(data, name=name).image
-    except _FileError as e:
+    except FileError as e:
         return {**result, "error": e.detail, "status": e.status}
     except ImageError as e:
         return {**result, "error": str(e), "status": image_error_status(e)}
@@ -68,9 +70,11 @@ def _similar_one(finder: Any, upload: UploadFile, name: str, k: int,
 
 
 @router.post("/api/similar", summary="The most similar training images",
-             responses={503: {"description": "no index for this model: `{detail}`"}})
+             response_model=list[SimilarResult], dependencies=[Depends(get_predictor)],
+             responses={400: {"model": FileFailure, "description": "no file could be read"},
+                        503: {"model": Detail, "description": "no index for this model"}})
 def post_similar(
-    request: Request,
+    state: Annotated[ServerState, Depends(get_state)],
     files: Annotated[list[UploadFile] | None,
                      File(description="image files (field `files`)")] = None,
     k: Annotated[int, Query(ge=1, le=MAX_K, description="neighbours per image")] = 8,
@@ -78,12 +82,10 @@ def post_similar(
     """One result per file: ``file``, ``similar`` (``index`` in the training split,
     ``class``, ``label``, ``similarity`` (cosine), ``image`` base64 PNG, most similar
     first), ``error``, ``status``. The first call may build the run's index."""
-    limits = request.app.state.limits
-    from .app import refuse_file_count
-
+    limits = state.limits
     if (refused := refuse_file_count(files, limits["max_files"])) is not None:
         return refused
-    finder, note = request.app.state.similar.get()
+    finder, note = state.similar.get()
     if finder is None:
         return JSONResponse({"detail": note}, status_code=503)
     results = [_similar_one(finder, f, (f.filename or f"file-{i + 1}")[-255:], k,
