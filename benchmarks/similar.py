@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from _common import write_result
 
-from fmnist.evaluation import load_run
 from fmnist.inference import Predictor
+from fmnist.runs import Run
 from fmnist.similar import SimilarFinder, SimilarIndex, embed_model, precision_at_k
 
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    run = load_run(args.run, device="cpu")
+    run = Run.load(args.run, device="cpu")
     index, build_s = build_index(run)
     finder = SimilarFinder(Predictor.from_model(run.model, run.meta), index,
                            run.dataset.train.images)
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             "queries": len(test),
             f"precision_at_{args.k}": round(precision_at_k(index.labels[neighbours],
                                                            test.labels), 4),
-            "top1_accuracy": round(float((run.predict(test.images).argmax(1)
+            "top1_accuracy": round(float((run.predict(test.images)
                                           == test.labels).mean()), 4),
             "seconds_all_queries": round(test_s, 2)},
         "load_average_1min": round(os.getloadavg()[0], 2),

@@ -26,8 +26,7 @@ from _common import select_device, write_result
 from fmnist.checkpoints import load_model
 from fmnist.datasets import load_dataset
 from fmnist.devices import autocast, use_bf16
-from fmnist.evaluation import normalize_batch, predict_probs
-from fmnist.metrics import tta_probs
+from fmnist.evaluation import normalize, predict_probs, tta_probs
 from fmnist.models import create_model
 
 SHIFTS = {"plain": (0, 0), "down": (1, 0), "up": (-1, 0), "right": (0, 1), "left": (0, -1)}
@@ -45,7 +44,7 @@ VIEW_SETS = {  # name -> (shift names, with mirrored copies)
 def view_probs(model, images: np.ndarray, mean: float, std: float, device, bf16: bool
                ) -> dict[tuple[str, bool], np.ndarray]:
     """(N, C) probabilities of every single view: (shift name, mirrored) -> probs."""
-    x = normalize_batch(torch.as_tensor(images).to(device), mean, std)
+    x = normalize(torch.as_tensor(images).to(device), mean, std)
 
     def forward(v: torch.Tensor) -> torch.Tensor:
         with autocast(device, bf16):

@@ -11,9 +11,9 @@ import pytest
 
 import fmnist.display as display
 from fmnist.display import EvaluationResult, NotebookBar
-from fmnist.evaluation import load_run
 from fmnist.inference import Predictor
 from fmnist.progress import Progress
+from fmnist.runs import Run
 
 ANSI = re.compile(r"\x1b\[")
 
@@ -45,7 +45,7 @@ def test_run_repr_and_card(learnable_dataset, tmp_path: Path) -> None:
 
 
 def test_evaluation_result_is_a_dict_with_a_card(run_dir: Path) -> None:
-    metrics = load_run(run_dir, device="cpu").evaluate("test")
+    metrics = Run.load(run_dir, device="cpu").evaluate("test")
     assert isinstance(metrics, EvaluationResult) and isinstance(metrics, dict)
     assert json.loads(json.dumps(metrics))["accuracy"] == metrics["accuracy"]
     card = metrics._repr_html_()

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from fmnist.cli import main
-from fmnist.evaluation import evaluate_run
-from fmnist.runs import COLUMNS, list_runs
+from fmnist.runs import COLUMNS, evaluate_run, list_runs
 from fmnist.training import read_history, train
 
 METRIC_KEYS = ("accuracy", "loss", "top2_accuracy", "ece", "per_class", "confusion_matrix",

@@ -84,15 +84,15 @@ def test_model_pt_onnx_and_run_dir_agree(run_dir: Path, learnable_dataset):
 
 
 def test_predict_top_k(torch_predictor: Predictor, images: np.ndarray):
-    out = torch_predictor.predict(images[:5])
+    out = torch_predictor.predict_top_k(images[:5])
     probs = torch_predictor.predict_proba(images[:5])
     assert len(out) == 5 and all(len(row) == 3 for row in out)
     for row, p in zip(out, probs, strict=True):
         assert [c for c, _ in row] == [torch_predictor.classes[j] for j in np.argsort(-p)[:3]]
         assert [v for _, v in row] == sorted((v for _, v in row), reverse=True)
         assert row[0][1] == pytest.approx(p.max())
-    assert len(torch_predictor.predict(images[:2], k=10)[0]) == 10
-    assert len(torch_predictor.predict(images[0])) == 1  # one image in, one list out
+    assert len(torch_predictor.predict_top_k(images[:2], k=10)[0]) == 10
+    assert len(torch_predictor.predict_top_k(images[0])) == 1  # one image in, one list out
 
 
 def test_meta_and_classes(torch_predictor: Predictor, onnx_predictor: Predictor, run_dir: Path):
@@ -156,7 +156,7 @@ def test_png_round_trip_is_exact(kind, torch_predictor, onnx_predictor, images, 
         assert r.top_k[0][0] == p.classes[int(expected.argmax())]
         assert abs(r.top_k[0][1] - expected.max()) < 1e-6
         assert np.abs(r.probs - expected).max() < 1e-6
-    single = p.predict(paths[3])[0]  # batch of one
+    single = p.predict_top_k(paths[3])[0]  # batch of one
     assert single[0][0] == p.classes[int(from_array[3].argmax())]
     assert abs(single[0][1] - from_array[3].max()) < 1e-6
 
@@ -184,7 +184,7 @@ def test_uint8_batch_follows_the_preprocess_pass_through(images: np.ndarray):
 
 def test_bad_image_raises_in_predict(torch_predictor: Predictor):
     with pytest.raises(ImageError):
-        torch_predictor.predict([b"not an image"])
+        torch_predictor.predict_top_k([b"not an image"])
 
 
 def test_predict_files_isolates_bad_files(torch_predictor: Predictor, images, tmp_path):
@@ -214,7 +214,7 @@ def test_predict_files_isolates_bad_files(torch_predictor: Predictor, images, tm
     assert "no such file" in reasons["missing.png"]
     for name, why in reasons.items():
         assert name in why  # every reason names its file
-    expected = torch_predictor.predict(images[:3])
+    expected = torch_predictor.predict_top_k(images[:3])
     got = [r.top_k for r in results if r.ok]
     assert [row[0][0] for row in got] == [row[0][0] for row in expected]
     assert results[0].preprocessed.steps  # steps kept for --show-steps

@@ -1,4 +1,4 @@
-"""Tests for fmnist.metrics: hand-computed cases, scikit-learn parity, calibration, TTA."""
+"""Tests for fmnist.metrics: hand-computed cases, scikit-learn parity, calibration."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import accuracy_score, classification_report, log_loss, top_k_accuracy_score
 from sklearn.metrics import confusion_matrix as sk_cm
 
@@ -205,72 +204,19 @@ def test_format_report_lists_every_class_and_summary():
     assert len({len(line) for line in table}) == 1
 
 
-def test_tta_identity_predict_fn_averages_all_views():
-    calls = []
-
-    def predict(x: torch.Tensor) -> np.ndarray:
-        calls.append(x.clone())
-        n = x.shape[0]
-        return np.tile(np.eye(3)[0], (n, 1))
-
-    x = torch.rand(4, 1, 28, 28)
-    before = x.clone()
-    shifts = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
-    out = M.tta_probs(predict, x, shifts=shifts)
-    assert out.shape == (4, 3)
-    np.testing.assert_allclose(out, np.tile([1.0, 0.0, 0.0], (4, 1)))
-    assert len(calls) == 10  # 5 shifts x (plain, flipped)
-    assert torch.equal(x, before)  # input untouched
-    assert all(c.shape == x.shape for c in calls)
-
-
-def test_tta_default_is_the_image_and_its_mirror():
-    calls = []
-
-    def predict(v: torch.Tensor) -> torch.Tensor:
-        calls.append(v)
-        return torch.softmax(v.flatten(1)[:, :3].float(), 1)  # depends on the view
-
-    x = torch.rand(4, 1, 28, 28)
-    out = M.tta_probs(predict, x)
-    assert len(calls) == 2 and calls[0] is x  # the plain view first, as itself
-    assert torch.equal(calls[1], x.flip(-1))
-    expected = (predict(x) + predict(x.flip(-1))) / 2
-    np.testing.assert_allclose(out, expected.double().numpy(), rtol=1e-6)
-    assert out.dtype == np.float64
-
-
-def test_tta_shift_uses_padding_not_wraparound():
-    seen = []
-    x = torch.zeros(1, 1, 28, 28)
-    x[0, 0, 27, 5] = 1.0  # bottom row: a shift down must drop it, a roll would wrap it
-    M.tta_probs(
-        lambda v: seen.append(v.clone()) or np.ones((1, 2)) / 2, x, shifts=((1, 0),), flip=False
-    )
-    assert seen[0].sum() == 0
-    seen.clear()
-    M.tta_probs(
-        lambda v: seen.append(v.clone()) or np.ones((1, 2)) / 2, x, shifts=((-1, 0),), flip=False
-    )
-    assert seen[0][0, 0, 26, 5] == 1.0
-
-
-def test_tta_flip_sensitive_predict_fn():
-    # class 0 if the left half is brighter than the right half, else class 1
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        left = x[..., :14].sum(dim=(1, 2, 3))
-        right = x[..., 14:].sum(dim=(1, 2, 3))
-        p0 = (left > right).float()
-        return torch.stack([p0, 1 - p0], dim=1)
-
-    x = torch.zeros(2, 1, 28, 28)
-    x[:, :, 10:18, 2:8] = 1.0  # mass on the left
-    no_flip = M.tta_probs(predict, x, shifts=((0, 0),), flip=False)
-    np.testing.assert_allclose(no_flip, [[1, 0], [1, 0]])
-    with_flip = M.tta_probs(predict, x, shifts=((0, 0), (1, 0)), flip=True)
-    np.testing.assert_allclose(with_flip, [[0.5, 0.5], [0.5, 0.5]])
-
-
-def test_tta_rejects_non_tensor():
-    with pytest.raises(ConfigError, match="4-D"):
-        M.tta_probs(lambda v: v, np.zeros((1, 1, 28, 28)))
+def test_per_class_report_matches_sklearn_with_empty_classes():
+    """Class 3 never predicted, class 4 never present: scikit-learn's zero_division=0."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 4, 200)
+    preds = np.where(rng.random(200) < 0.7, labels, rng.integers(0, 5, 200))
+    preds[preds == 3] = 0
+    names = [f"c{i}" for i in range(5)]
+    ours = M.per_class_report(labels, preds, names)
+    ref = classification_report(labels, preds, labels=range(5), target_names=names,
+                                output_dict=True, zero_division=0)
+    for key in names + ["macro avg", "weighted avg"]:
+        for ours_key, ref_key in (("precision", "precision"), ("recall", "recall"),
+                                  ("f1", "f1-score"), ("support", "support")):
+            assert ours[key][ours_key] == pytest.approx(ref[key][ref_key]), (key, ours_key)
+    np.testing.assert_array_equal(M.confusion_matrix(labels, preds, 5),
+                                  sk_cm(labels, preds, labels=range(5)))

@@ -52,7 +52,7 @@ def test_all_good_exit_0_and_one_line_per_file(run_dir, good_dir, capsys, learna
     assert all(m["preds"].count("%") == 3 for m in parsed)  # default --top-k 3
     from fmnist.inference import Predictor
 
-    first = Predictor.from_path(run_dir).predict(learnable_dataset.test.images[:1])[0][0][0]
+    first = Predictor.from_path(run_dir).predict_top_k(learnable_dataset.test.images[:1])[0][0][0]
     assert parsed[0]["preds"].startswith(f"{first} (")
 
 

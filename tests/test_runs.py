@@ -17,14 +17,24 @@ from fmnist.errors import ConfigError, DataError, ModelFileError
 from fmnist.runs import (
     RunLock,
     check_dataset,
+    config_of_model,
     create_run,
     dataset_checksums,
+    find_runs,
     is_locked,
+    latest_run,
     list_runs,
+    metrics_filename,
+    model_path,
+    prepare_data,
     read_config,
+    read_metrics,
+    read_predictions,
     run_dataset,
     run_status,
     write_config,
+    write_metrics,
+    write_predictions,
 )
 
 CONFIG = {"recipe": {"name": "fast"}, "status": "finished"}
@@ -253,8 +263,8 @@ def test_every_consumer_refuses_data_the_run_was_not_trained_on(tiny_run_copy, m
     """evaluate, export's parity check and the serve gallery all go through run_dataset /
     check_dataset: with the recorded test-image checksum changed (as if the folder now
     held other images), each refuses, and metrics.json and model.onnx are not written."""
-    from fmnist.evaluation import evaluate_run
     from fmnist.export import export_onnx
+    from fmnist.runs import evaluate_run
     from fmnist.serve.app import Gallery
 
     monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)
@@ -272,3 +282,71 @@ def test_every_consumer_refuses_data_the_run_was_not_trained_on(tiny_run_copy, m
     sample = Gallery(True, run / "model.pt", tuple(config["dataset"]["classes"]),
                      "fashion-mnist").sample(4)
     assert sample["items"] == [] and "not the data" in sample["note"]
+
+
+# --------------------------------------------------------------------------- finding runs
+
+
+def test_one_rule_finds_runs_and_the_newest_with_a_model(tmp_path):
+    old = _run(tmp_path / "a", created="2026-01-01T00:00:00")
+    new = _run(tmp_path / "b" / "nested", created="2026-02-01T00:00:00")
+    _run(tmp_path / "c", created="2026-03-01T00:00:00")  # newest, but no model.pt yet
+    (tmp_path / "not-a-run").mkdir()
+    for d in (old, new):
+        (d / "model.pt").write_bytes(b"x")
+    assert find_runs(tmp_path) == [old, new, tmp_path / "c"]
+    assert [r["name"] for r in list_runs(tmp_path)] == ["a", "b/nested", "c"]
+    assert latest_run(tmp_path) == new
+    with pytest.raises(ConfigError, match="no run with a model.pt"):
+        latest_run(tmp_path / "not-a-run")
+
+
+def test_model_path(tmp_path):
+    run = _run(tmp_path / "run")
+    with pytest.raises(ModelFileError, match="no model.pt yet.*--resume"):
+        model_path(run)
+    with pytest.raises(ModelFileError, match="no model.onnx yet.*fmnist export"):
+        model_path(run, "onnx")
+    with pytest.raises(ModelFileError, match="no such file or folder"):
+        model_path(tmp_path / "missing")
+    (run / "model.pt").write_bytes(b"x")
+    assert model_path(run) == run / "model.pt"
+    assert model_path(run / "model.pt") == run / "model.pt"
+    assert config_of_model(run / "model.pt") == read_config(run)
+    (tmp_path / "loose.pt").write_bytes(b"x")
+    assert config_of_model(tmp_path / "loose.pt") == {}
+
+
+def test_saved_predictions_are_dropped_when_the_model_changes(tmp_path):
+    run = _run(tmp_path / "run")
+    (run / "model.pt").write_bytes(b"weights 1")
+    probs = np.random.default_rng(0).dirichlet(np.ones(3), 5)
+    write_predictions(run, probs, tta=True)
+    saved, tta = read_predictions(run)
+    np.testing.assert_allclose(saved, probs, atol=1e-6)
+    assert tta is True
+    (run / "model.pt").write_bytes(b"weights 2")  # e.g. `fmnist calibrate` rewrote it
+    assert read_predictions(run) is None
+    (run / "predictions.npz").write_bytes(b"truncated")
+    assert read_predictions(run) is None
+
+
+def test_metrics_files(tmp_path):
+    run = _run(tmp_path / "run")
+    assert read_metrics(run) == {}
+    write_metrics(run, {"accuracy": 0.5})
+    write_metrics(run, {"accuracy": 0.6}, "val")
+    assert read_metrics(run) == {"accuracy": 0.5}
+    assert (run / metrics_filename("val")).is_file() and read_metrics(run, "val")["accuracy"] == 0.6
+
+
+def test_prepare_data_gives_the_same_splits_every_time(learnable_dataset):
+    from fmnist.recipes import resolve_recipe
+
+    recipe = resolve_recipe("fast", val_fraction=0.2, train_limit=500, test_limit=100, seed=3)
+    a, b = prepare_data(recipe, learnable_dataset), prepare_data(recipe, learnable_dataset)
+    assert [len(s) for s in a] == [400, 100, 100]
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.labels, y.labels)
+        np.testing.assert_array_equal(x.images, y.images)
+    assert prepare_data(resolve_recipe("fast", val_fraction=0.0), learnable_dataset)[1] is None

@@ -146,7 +146,7 @@ def test_png_of_a_test_image_matches_the_python_api(client, predictor, learnable
                     files={"files": ("item.png", encode(image), "image/png")})
     assert r.status_code == 200
     [res] = r.json()
-    expected = predictor.predict(image)[0]
+    expected = predictor.predict_top_k(image)[0]
     assert res["file"] == "item.png" and res["error"] is None and res["status"] == 200
     assert res["label"] == expected[0][0]
     assert [p["class"] for p in res["predictions"]] == [c for c, _ in expected]
@@ -182,7 +182,7 @@ def test_several_files_at_once_keep_their_order(client, predictor, learnable_dat
     assert r.status_code == 200
     body = r.json()
     assert [x["file"] for x in body] == [f"img-{i}.png" for i in range(6)]
-    assert [x["label"] for x in body] == [top[0][0] for top in predictor.predict(images)]
+    assert [x["label"] for x in body] == [top[0][0] for top in predictor.predict_top_k(images)]
 
 
 def test_concurrent_requests_all_succeed(client, learnable_dataset):

@@ -149,8 +149,7 @@ def view_logits_and_features(model: nn.Module, images: np.ndarray, *, mean: floa
     and the (N, D) penultimate features of the un-augmented view, with the same precision
     and memory format as :func:`fmnist.evaluation.predict_probs`."""
     from .devices import autocast
-    from .evaluation import normalize_batch
-    from .metrics import tta_probs
+    from .evaluation import normalize, tta_probs
     from .ood import feature_tap
 
     device = torch.device(device)
@@ -159,8 +158,7 @@ def view_logits_and_features(model: nn.Module, images: np.ndarray, *, mean: floa
     model.eval()
     with feature_tap(model) as tap:
         for start in range(0, len(images), batch_size):
-            x = normalize_batch(torch.as_tensor(images[start:start + batch_size]).to(device),
-                                mean, std)
+            x = normalize(torch.as_tensor(images[start:start + batch_size]).to(device), mean, std)
             views: list[torch.Tensor] = []
 
             def forward(v: torch.Tensor, views=views, x=x) -> torch.Tensor:
@@ -254,10 +252,10 @@ def calibrate_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
     import time
 
     from .checkpoints import atomic_write_json, save_model
-    from .evaluation import load_run, metrics_from_probs
-    from .training import prepare_data
+    from .evaluation import metrics_from_probs
+    from .runs import Run, prepare_data
 
-    run = load_run(run_dir, data_dir=data_dir, device=device, offline=offline)
+    run = Run.load(run_dir, data_dir=data_dir, device=device, offline=offline)
     train, val, test = prepare_data(run.recipe, run.dataset)
     train, cal, info = _run_calibration_split(run, train, val)
     meta, summary = fit_calibration(run.model, run.meta, calibration=cal, train=train,

@@ -41,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import atomic_write
 from .errors import DataError
+from .fileio import atomic_write
 from .progress import Progress
 from .registry import Registry
 

@@ -206,9 +206,8 @@ def build_ensemble(
     split (``metrics.json``); returns those metrics. ``data``: an already loaded Dataset.
     Members and data are checked before anything is written."""
     from .checkpoints import ModelMeta, atomic_write_json, save_model
-    from .evaluation import load_run
     from .models import count_params
-    from .runs import create_run, run_dataset, write_config
+    from .runs import Run, create_run, run_dataset, write_config
 
     members = load_members(runs)
     first = members[0]
@@ -219,7 +218,7 @@ def build_ensemble(
     try:
         write_config(path, ensemble_config(members, count_params(model)))
         save_model(path / "model.pt", model, meta)
-        metrics = load_run(path, device=device, dataset=ds).evaluate("test")
+        metrics = Run.load(path, device=device, dataset=ds).evaluate("test")
         meta = ModelMeta.from_dict({**meta.to_dict(), "metrics": {
             "test_acc": metrics["accuracy"], "test_loss": metrics["loss"]}})
         save_model(path / "model.pt", model, meta)

@@ -55,6 +55,8 @@ from torch import nn
 
 from .checkpoints import ModelMeta, atomic_write, load_model, resolve_model_path
 from .errors import ConfigError, DataError, FmnistError, ModelFileError
+from .evaluation import normalize
+from .runs import config_of_model
 
 log = logging.getLogger("fmnist")
 
@@ -144,7 +146,7 @@ class PixelsToProbs(nn.Module):
     def forward(self, pixels: torch.Tensor):
         from .ood import feature_tap
 
-        x = (pixels / 255.0 - self.mean) / self.std  # (N, 1, 28, 28), as predict_probs does
+        x = normalize(pixels, self.mean, self.std)  # (N, 1, 28, 28), as predict_probs does
         if self.scorer is None:
             return torch.softmax(self.model(x).float() / self.temperature, dim=1)  # (N, C)
         with feature_tap(self.model) as tap:
@@ -434,13 +436,6 @@ def _score_only_nodes(path: Path) -> list[str]:
 # --------------------------------------------------------------------------- data
 
 
-def _run_config(model_file: Path) -> dict[str, Any]:
-    """The config.json of the run holding ``model_file`` ({} for a model.pt on its own)."""
-    from .runs import read_config
-
-    return read_config(model_file.parent) if (model_file.parent / "config.json").is_file() else {}
-
-
 def _parity_dataset(meta: ModelMeta, config: dict[str, Any], data_dir: str | os.PathLike | None):
     """The run's dataset: ``data_dir``, else where the run found it, else the usual places."""
     from .datasets import list_datasets, load_dataset
@@ -630,7 +625,7 @@ def export_onnx(
     params = sum(p.numel() for p in model.parameters())
     ds = dataset
     if ds is None and (check or quantize):
-        ds = _parity_dataset(meta, _run_config(model_file), data_dir)
+        ds = _parity_dataset(meta, config_of_model(model_file), data_dir)
     ref = _reference(model, meta, ds, parity_images, model_file) if check else None
     fp32 = _torch_to_onnx_bytes(model, meta, opset)
     parity = _check_fp32(fp32, ref, meta, out_path) if ref is not None else None

@@ -3,8 +3,9 @@
 ::
 
     p = Predictor.from_path("runs/fast-...")            # run folder, model.pt or model.onnx
-    p.predict(["shirt.jpg", array_28x28])              # [[("Shirt", 0.91), ...], ...]
+    p.predict(["shirt.jpg", array_28x28])              # array([6, 0]): class indices
     p.predict_proba(test_images)                       # (N, C) probabilities
+    p.predict_top_k(["shirt.jpg"])                     # [[("Shirt", 0.91), ...]]
     p.predict_files(paths)                             # per-file results, errors caught
 
 Every input goes through :func:`fmnist.preprocess.preprocess` (a dataset-like 28x28 uint8
@@ -157,7 +158,7 @@ class _OnnxBackend:
             return probs, scores
         import torch
 
-        from .metrics import tta_probs
+        from .evaluation import tta_probs
 
         def view(v: torch.Tensor) -> np.ndarray:
             p = probs if v is x else onnx_scored(self.session, v.numpy())[0]
@@ -431,7 +432,7 @@ class Predictor:
 
     def embed(self, images: Any) -> np.ndarray:
         """(N, D) float32 unit-length penultimate-layer features (for similar items);
-        ``images`` as in :meth:`predict`. The onnx backend raises ModelFileError."""
+        ``images`` as in :meth:`predict_top_k`. The onnx backend raises ModelFileError."""
         batch = self.preprocess(images)
         if len(batch) == 0:
             return np.zeros((0, 0), np.float32)
@@ -444,7 +445,12 @@ class Predictor:
         return [[(self._classes[j], float(row[j])) for j in idx]
                 for row, idx in zip(probs, order, strict=True)]
 
-    def predict(self, images: Any, k: int | None = None) -> list[TopK]:
+    def predict(self, images: Any) -> np.ndarray:
+        """(N,) predicted class index per image (scikit-learn's ``predict``; the names are
+        ``self.classes[i]``); ``images`` as in :meth:`predict_top_k`."""
+        return self.predict_proba(images).argmax(axis=1)
+
+    def predict_top_k(self, images: Any, k: int | None = None) -> list[TopK]:
         """Top-k ``(class, probability)`` per image, best first, in one batched pass.
 
         ``images``: one image or a sequence of paths, bytes, PIL images or arrays, or a
@@ -493,11 +499,6 @@ class Predictor:
         flush()
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
-
-
-def load_predictor(path: str | os.PathLike, **kwargs: Any) -> Predictor:
-    """Shorthand for :meth:`Predictor.from_path`."""
-    return Predictor.from_path(path, **kwargs)
 
 
 def steps_file_names(results: Sequence[PredictionResult]) -> list[str | None]:

@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoints import atomic_write
 from .datasets import (
     DATASETS,
     Dataset,
@@ -52,6 +51,7 @@ from .datasets import (
     register_dataset,
 )
 from .errors import DataError, ImageError
+from .fileio import atomic_write
 from .progress import Progress
 
 log = logging.getLogger("fmnist")

@@ -15,6 +15,7 @@ import io
 import math
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 
 __all__ = [
+    "confused_pairs_plot",
     "DPI",
     "sample_grid",
     "class_distribution",
@@ -118,6 +120,86 @@ def _name(class_names: Sequence[str], i: int) -> str:
     return str(class_names[i]) if 0 <= i < len(class_names) else str(i)
 
 
+# --------------------------------------------------------------------------- image mosaics
+# A grid of small images is drawn as ONE image in one axes, captions as texts under each
+# tile: a figure of 64 thumbnails costs what one of a few does (no axes per thumbnail).
+
+
+@dataclass(frozen=True)
+class _Mosaic:
+    """Geometry of a grid of (h, w) tiles: ``cols`` wide, a caption band under each."""
+
+    n: int
+    h: int
+    w: int
+    cols: int
+    band: int  # caption rows of pixels under each tile
+    gap: int
+
+    @classmethod
+    def fit(cls, n: int, h: int, w: int, cols: int, cell: float, lines: int,
+            fontsize: float = 7.0) -> _Mosaic:
+        gap = max(1, round(w / 14))
+        inch = cell / (w + gap)  # inches per tile pixel
+        band = math.ceil(lines * fontsize * 1.35 / 72 / inch) if lines else 0
+        return cls(n, h, w, max(1, min(cols, n)), band, gap)
+
+    @property
+    def rows(self) -> int:
+        return max(1, math.ceil(self.n / self.cols))
+
+    @property
+    def shape(self) -> tuple[int, int]:  # (height, width) in tile pixels
+        return (self.rows * (self.h + self.band + self.gap),
+                self.cols * (self.w + self.gap) - self.gap)
+
+    def origin(self, i: int) -> tuple[int, int]:
+        """(x, y) of tile ``i``'s top-left corner, row by row."""
+        r, c = divmod(i, self.cols)
+        return c * (self.w + self.gap), r * (self.h + self.band + self.gap)
+
+    def image(self, tiles: np.ndarray) -> np.ndarray:
+        """The tiles pasted into one float array, NaN (drawn blank) between them."""
+        out = np.full(self.shape, np.nan)
+        for i, tile in enumerate(tiles[: self.n]):
+            x, y = self.origin(i)
+            out[y : y + self.h, x : x + self.w] = tile
+        return out
+
+
+def _draw_mosaic(ax: Axes, m: _Mosaic, tiles: Any, *, cmap: str = "binary",
+                 vmin: float | None = 0, vmax: float | None = 255, alpha: float = 1.0,
+                 interpolation: str = "nearest") -> Any:
+    """Draw ``tiles`` (n, h, w) into ``ax`` as one image; returns the AxesImage."""
+    colours = matplotlib.colormaps[cmap].with_extremes(bad=(1, 1, 1, 0))
+    ax.set_axis_off()
+    return ax.imshow(m.image(np.asarray(tiles, np.float64)), cmap=colours, vmin=vmin,
+                     vmax=vmax, alpha=alpha, interpolation=interpolation)
+
+
+def _captions(ax: Axes, m: _Mosaic, captions: Sequence[str],
+              colors: Sequence[str] | None = None, fontsize: float = 7.0) -> None:
+    """One caption centred under each tile (blank ones skipped)."""
+    for i, text in enumerate(captions[: m.n]):
+        if text:
+            x, y = m.origin(i)
+            ax.text(x + (m.w - 1) / 2, y + m.h, text, ha="center", va="top",
+                    fontsize=fontsize, color=None if colors is None else colors[i],
+                    clip_on=False)
+
+
+def _mosaic_figure(m: _Mosaic, cell: float, *, top: float = 0.35, left: float = 0.08,
+                   right: float = 0.08) -> tuple[Figure, Axes]:
+    """A figure holding one axes sized to the mosaic, with margins in inches."""
+    inch = cell / (m.w + m.gap)
+    height_px, width_px = m.shape
+    width, height = width_px * inch, height_px * inch
+    fig = Figure(figsize=(max(width + left + right, 2.8), max(height + top + 0.05, 1.9)))
+    fw, fh = fig.get_size_inches()
+    ax = fig.add_axes((left / fw, (fh - top - height) / fh, width / fw, height / fh))
+    return fig, ax
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -141,17 +223,12 @@ def sample_grid(
         raise ConfigError("sample_grid got no images to show")
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(imgs), size=min(n, len(imgs)), replace=False))
-    rows, cols = _grid(len(idx))
-    fig = _new_figure(1.45 * cols, 1.6 * rows + (0.35 if title else 0.0))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        _bare(ax)
-        if k >= len(idx):
-            ax.set_visible(False)
-            continue
-        ax.imshow(imgs[idx[k]], cmap="binary", interpolation="nearest")
-        if lab is not None:
-            ax.set_xlabel(_name(class_names, int(lab[idx[k]])), fontsize=9)
+    m = _Mosaic.fit(len(idx), *imgs.shape[1:], _grid(len(idx))[1], 1.35, int(lab is not None),
+                    fontsize=8)
+    fig, ax = _mosaic_figure(m, 1.35, top=0.45 if title else 0.1)
+    _draw_mosaic(ax, m, imgs[idx])
+    if lab is not None:
+        _captions(ax, m, [_name(class_names, int(lab[i])) for i in idx], fontsize=8)
     if title:
         fig.suptitle(title, fontsize=12)
     return _finish(fig, path)
@@ -340,8 +417,10 @@ def prediction_gallery(
         raise ConfigError("prediction_gallery got no images to show")
     rows, cols = math.ceil(n / min(cols, n)), min(cols, n)
     c = p.shape[1]
-    fig = _new_figure(4.6 * cols, 1.9 * rows + 0.2)
-    gs = fig.add_gridspec(rows, 2 * cols, width_ratios=[1.0, 1.6] * cols)
+    fig = Figure(figsize=(4.6 * cols, 1.9 * rows + 0.5))  # fixed margins: no layout engine
+    gs = fig.add_gridspec(rows, 2 * cols, width_ratios=[1.0, 1.6] * cols, left=0.02,
+                          right=0.98, bottom=0.4 / fig.get_size_inches()[1],
+                          top=1 - 0.45 / fig.get_size_inches()[1], wspace=0.45, hspace=0.55)
     names = [_name(class_names, i) for i in range(c)]
     for k in range(n):
         r, q = divmod(k, cols)
@@ -389,27 +468,63 @@ def top_losses(
     wrong = np.flatnonzero(preds != lab)
     order = wrong[np.argsort(-loss[wrong], kind="stable")][:k]
     if len(order) == 0:
-        fig = _new_figure(4.0, 2.0)
-        ax = fig.add_subplot()
-        ax.axis("off")
-        ax.text(0.5, 0.5, "No misclassified images", ha="center", va="center", fontsize=12)
-        return _finish(fig, path)
-    rows, cols = _grid(len(order))
-    fig = _new_figure(1.9 * cols, 2.1 * rows + 0.3)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for j, ax in enumerate(axes.flat):
-        _bare(ax)
-        if j >= len(order):
-            ax.set_visible(False)
-            continue
-        i = order[j]
-        ax.imshow(imgs[i], cmap="binary", interpolation="nearest")
-        ax.set_xlabel(
-            f"{_name(class_names, int(preds[i]))} / {_name(class_names, int(lab[i]))}\n"
-            f"p={p[i, preds[i]]:.2f} loss={loss[i]:.2f}",
-            fontsize=7,
-        )
+        return _finish(_message_figure("No misclassified images"), path)
+    m = _Mosaic.fit(len(order), *imgs.shape[1:], _grid(len(order))[1], 1.7, 2)
+    fig, ax = _mosaic_figure(m, 1.7)
+    _draw_mosaic(ax, m, imgs[order])
+    _captions(ax, m, [f"{_name(class_names, int(preds[i]))} / {_name(class_names, int(lab[i]))}"
+                      f"\np={p[i, preds[i]]:.2f} loss={loss[i]:.2f}" for i in order])
     fig.suptitle("Top losses: predicted / true, p(predicted), loss", fontsize=10)
+    return _finish(fig, path)
+
+
+def _message_figure(text: str) -> Figure:
+    fig = _new_figure(4.0, 2.0)
+    ax = fig.add_subplot()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
+    return fig
+
+
+def confused_pairs_plot(
+    images: Any,
+    probs: Any,
+    labels: Any,
+    class_names: Sequence[str],
+    pairs: Sequence[Sequence[Any]],
+    *,
+    per_pair: int = 8,
+    path: str | Path | None = None,
+) -> Figure:
+    """One row per ``(true, predicted, count)`` pair: its most confident mistakes.
+
+    ``pairs`` is ``metrics["most_confused"]`` (class names). Each image is captioned with
+    the probability the model gave the wrong class.
+    """
+    imgs = _images(images)
+    p = _np(probs).astype(np.float64)
+    lab, preds = _np(labels).astype(int), p.argmax(axis=1)
+    index = {str(n): i for i, n in enumerate(class_names)}
+    rows = [(t, q, int(c)) for t, q, c in pairs if t in index and q in index][:8]
+    if not rows:
+        return _finish(_message_figure("No confused pairs"), path)
+    tiles = np.full((len(rows) * per_pair, *imgs.shape[1:]), np.nan)
+    captions = [""] * len(tiles)
+    for r, (t, q, _) in enumerate(rows):
+        hits = np.flatnonzero((lab == index[t]) & (preds == index[q]))
+        hits = hits[np.argsort(-p[hits, index[q]], kind="stable")][:per_pair]
+        for j, i in enumerate(hits):
+            tiles[r * per_pair + j] = imgs[i]
+            captions[r * per_pair + j] = f"p={p[i, index[q]]:.2f}"
+    m = _Mosaic.fit(len(tiles), *imgs.shape[1:], per_pair, 1.25, 1)
+    fig, ax = _mosaic_figure(m, 1.25, left=1.4)
+    _draw_mosaic(ax, m, tiles)
+    _captions(ax, m, captions)
+    for r, (t, q, count) in enumerate(rows):
+        ax.text(-m.gap, m.origin(r * per_pair)[1] + m.h / 2, f"{t}\n→ {q}\n({count})",
+                ha="right", va="center", fontsize=8, clip_on=False)
+    fig.suptitle("Most confused pairs: true → predicted (count), most confident first",
+                 fontsize=10)
     return _finish(fig, path)
 
 
@@ -532,34 +647,35 @@ def gradcam_grid(
     if not classes:
         raise ConfigError("gradcam_grid got no images whose label is a known class")
     rows = min(per_class, max(int((lab == c).sum()) for c in classes))
-    cols = len(classes)
-    fig = _new_figure(1.45 * cols + 0.9, 1.65 * rows + 0.5)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    mappable = None
+    order = [np.flatnonzero(lab == c)[r] if r < (lab == c).sum() else -1
+             for r in range(rows) for c in classes]  # row by row, -1 = blank
+    pick = np.array([max(i, 0) for i in order])
+    blank = np.array(order) < 0
+    tiles, heat = imgs[pick].astype(np.float64), cam[pick].copy()
+    tiles[blank], heat[blank] = np.nan, np.nan
+    m = _Mosaic.fit(len(order), *imgs.shape[1:], len(classes), 1.45, 1)
+    fig, ax = _mosaic_figure(m, 1.45, top=0.6, right=1.0)
+    _draw_mosaic(ax, m, tiles, cmap="gray", vmin=None, vmax=None)
+    over = _draw_mosaic(ax, m, heat, cmap="jet", vmin=0.0, vmax=1.0, alpha=0.5)
+    ok = prd[pick] == lab[pick]
+    _captions(ax, m, ["" if b else f"pred: {_name(class_names, int(prd[i]))}"
+                      for i, b in zip(pick, blank, strict=True)],
+              [_CORRECT if g else _WRONG for g in ok])
     for q, c in enumerate(classes):
-        idx = np.flatnonzero(lab == c)[:rows]
-        axes[0, q].set_title(_name(class_names, c), fontsize=9)
-        for r in range(rows):
-            ax = axes[r, q]
-            _bare(ax)
-            if r >= len(idx):
-                ax.axis("off")
-                continue
-            i = idx[r]
-            ax.imshow(imgs[i], cmap="gray", interpolation="nearest")
-            mappable = ax.imshow(
-                cam[i], cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0, interpolation="bilinear"
-            )
-            ok = prd[i] == lab[i]
-            ax.set_xlabel(
-                f"pred: {_name(class_names, int(prd[i]))}",
-                fontsize=7,
-                color=_CORRECT if ok else _WRONG,
-            )
-    if mappable is not None:
-        fig.colorbar(mappable, ax=axes, shrink=0.8, label="Grad-CAM importance")
+        ax.text(m.origin(q)[0] + (m.w - 1) / 2, -1, _name(class_names, c), ha="center",
+                va="bottom", fontsize=9, clip_on=False)
+    _side_colorbar(fig, ax, over, "Grad-CAM importance")
     fig.suptitle("Grad-CAM: where the model looks (columns = true class)", fontsize=10)
     return _finish(fig, path)
+
+
+def _side_colorbar(fig: Figure, ax: Axes, mappable: Any, label: str) -> None:
+    """A colour bar right of ``ax``, as tall as 80% of it."""
+    x0, y0, w, h = ax.get_position().bounds
+    fw = fig.get_size_inches()[0]
+    cax = fig.add_axes((x0 + w + 0.15 / fw, y0 + 0.1 * h, 0.15 / fw, 0.8 * h),
+                       label="<colorbar>")
+    fig.colorbar(mappable, cax=cax, label=label)
 
 
 def filters_plot(weight: Any, path: str | Path | None = None) -> Figure:
@@ -571,19 +687,12 @@ def filters_plot(weight: Any, path: str | Path | None = None) -> Figure:
     if w.ndim != 4:
         raise ConfigError(f"filters_plot expects conv weights (O, I, kh, kw), got {w.shape}")
     k = w.mean(axis=1)
-    rows, cols = _grid(len(k))
     lim = float(np.abs(k).max()) or 1.0
-    fig = _new_figure(1.0 * cols + 1.2, 1.05 * rows + 0.4)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    im = None
-    for j, ax in enumerate(axes.flat):
-        _bare(ax)
-        if j >= len(k):
-            ax.set_visible(False)
-            continue
-        im = ax.imshow(k[j], cmap="bwr", vmin=-lim, vmax=lim, interpolation="nearest")
-        ax.set_title(str(j), fontsize=7, pad=2)
-    fig.colorbar(im, ax=axes, shrink=0.8, label="weight")
+    m = _Mosaic.fit(len(k), k.shape[1], k.shape[2], _grid(len(k))[1], 0.9, 1)
+    fig, ax = _mosaic_figure(m, 0.9, top=0.4, right=1.2)
+    im = _draw_mosaic(ax, m, k, cmap="bwr", vmin=-lim, vmax=lim)
+    _captions(ax, m, [str(j) for j in range(len(k))])
+    _side_colorbar(fig, ax, im, "weight")
     title = f"{len(k)} filters {w.shape[2]}×{w.shape[3]}"
     fig.suptitle(title + (" (mean over input channels)" if w.shape[1] > 1 else ""), fontsize=10)
     return _finish(fig, path)
@@ -594,34 +703,27 @@ def feature_maps_plot(
 ) -> Figure:
     """The input image beside up to ``max_maps`` activation maps ``(C, H, W)``, one scale."""
     img = _np(image).astype(np.float64).squeeze()
-    m = _np(maps).astype(np.float64)
-    if m.ndim != 3:
-        raise ConfigError(f"feature_maps_plot expects maps of shape (C, H, W), got {m.shape}")
+    maps_ = _np(maps).astype(np.float64)
+    if maps_.ndim != 3:
+        raise ConfigError(f"feature_maps_plot expects maps of shape (C, H, W), got "
+                          f"{maps_.shape}")
     if img.ndim != 2:
         raise ConfigError(f"feature_maps_plot expects one (H, W) image, got {img.shape}")
-    m = m[:max_maps]
-    cols = min(8, len(m))
-    rows = math.ceil(len(m) / cols)
-    fig = _new_figure(2.6 + 1.1 * cols + 1.0, max(2.8, 1.15 * rows + 0.5))
-    left, right = fig.subfigures(1, 2, width_ratios=[2.6, 1.1 * cols + 1.0])
-    ax_in = left.add_subplot()
+    maps_ = maps_[:max_maps]
+    vmin, vmax = float(maps_.min()), float(maps_.max())
+    m = _Mosaic.fit(len(maps_), *maps_.shape[1:], 8, 1.1, 1)
+    fig, ax = _mosaic_figure(m, 1.1, top=0.45, left=2.8, right=1.2)
+    im = _draw_mosaic(ax, m, maps_, cmap="viridis", vmin=vmin,
+                      vmax=vmax if vmax > vmin else vmin + 1.0)
+    _captions(ax, m, [str(j) for j in range(len(maps_))])
+    _side_colorbar(fig, ax, im, "activation")
+    fw, fh = fig.get_size_inches()
+    side = min(2.2, fh - 0.7)  # inches
+    ax_in = fig.add_axes((0.3 / fw, 0.5 - side / 2 / fh, side / fw, side / fh))
     ax_in.imshow(img, cmap="gray", interpolation="nearest")
     _bare(ax_in)
     ax_in.set_title("input", fontsize=10)
-    axes = right.subplots(rows, cols, squeeze=False)
-    vmin, vmax = float(m.min()), float(m.max())
-    if vmax <= vmin:
-        vmax = vmin + 1.0
-    im = None
-    for j, ax in enumerate(axes.flat):
-        _bare(ax)
-        if j >= len(m):
-            ax.set_visible(False)
-            continue
-        im = ax.imshow(m[j], cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
-        ax.set_title(str(j), fontsize=7, pad=2)
-    right.colorbar(im, ax=axes, shrink=0.8, label="activation")
-    right.suptitle(f"{len(m)} feature maps {m.shape[1]}×{m.shape[2]}", fontsize=10)
+    fig.suptitle(f"{len(maps_)} feature maps {maps_.shape[1]}×{maps_.shape[2]}", fontsize=10)
     return _finish(fig, path)
 
 

@@ -963,8 +963,9 @@ def normalize(image_uint8: np.ndarray, mean: float, std: float) -> torch.Tensor:
         )
     if std <= 0:
         raise ValueError(f"normalize: std must be positive, got {std}")
-    x = torch.from_numpy(a.astype(np.float32) / 255.0)
-    return ((x - mean) / std).unsqueeze(0)
+    from .evaluation import normalize as normalize_batch
+
+    return normalize_batch(torch.from_numpy(a)[None], mean, std)[0]  # (1, H, W)
 
 
 def to_tensor_batch(images: Sequence[np.ndarray], mean: float, std: float) -> torch.Tensor:

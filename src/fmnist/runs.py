@@ -25,14 +25,18 @@ import json
 import logging
 import os
 import shutil
-from datetime import datetime
+import time
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .checkpoints import atomic_write_json, atomic_write_text, remove_temp_files
-from .errors import ConfigError, DataError
+from .datasets import list_datasets, load_dataset, stratified_split
+from .errors import ConfigError, DataError, ModelFileError
+from .fileio import atomic_write, atomic_write_json, atomic_write_text, remove_temp_files
 
 log = logging.getLogger("fmnist")
 
@@ -49,7 +53,7 @@ HISTORY_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc
 RUN_ENTRIES = frozenset({
     LOCK_NAME, "config.json", "history.csv", "checkpoints", "model.pt", "metrics.json",
     "metrics-val.json", "report.html", "plots", "tensorboard", "model.onnx",
-    "model.int8.onnx",
+    "model.int8.onnx", "predictions.npz",
 })
 
 
@@ -319,8 +323,6 @@ def run_dataset(run_dir: str | Path, config: dict[str, Any], *,
 
 def _load_recorded(run_dir: Path, config: dict[str, Any], data_dir: str | Path | None,
                    offline: bool) -> Any:
-    from .datasets import list_datasets, load_dataset
-
     recorded = config.get("dataset") or {}
     name = recorded.get("name") or config["recipe"].get("dataset", "fashion-mnist")
     if name not in list_datasets():
@@ -334,6 +336,108 @@ def _load_recorded(run_dir: Path, config: dict[str, Any], data_dir: str | Path |
                             f"{folder}; pass --data-dir DIR with that dataset.")
         folder = None  # registered IDX files: the usual places (checked by checksum)
     return load_dataset(name, folder, offline=offline)
+
+
+def _limit(split: Any, limit: int | None, seed: int) -> Any:
+    if limit is None or limit >= len(split):
+        return split
+    _, keep = stratified_split(split.labels, limit / len(split), seed)
+    return split.subset(keep)
+
+
+def prepare_data(recipe: Any, ds: Any) -> tuple[Any, Any | None, Any]:
+    """(train, validation or None, test) splits of ``ds`` as ``recipe`` (a Recipe) asks:
+    the same ``train_limit``, ``val_fraction``, ``test_limit`` and ``seed`` always give the
+    same splits, so evaluation, calibration and the report see what training saw."""
+    train = _limit(ds.train, recipe.train_limit, recipe.seed)
+    val = None
+    if recipe.has_validation:
+        rest, held = stratified_split(train.labels, recipe.val_fraction, recipe.seed)
+        train, val = train.subset(rest), train.subset(held)
+    test = ds.test if recipe.test_limit is None else ds.test.subset(
+        np.arange(min(recipe.test_limit, len(ds.test))))
+    return train, val, test
+
+
+# --------------------------------------------------------------------------- metrics.json
+
+SPLITS = ("test", "val")
+
+
+def metrics_filename(split: str) -> str:
+    """``metrics.json`` for the test split, ``metrics-<split>.json`` otherwise."""
+    return "metrics.json" if split == "test" else f"metrics-{split}.json"
+
+
+def read_metrics(run_dir: str | Path, split: str = "test") -> dict[str, Any]:
+    """The run's saved metrics of ``split`` ({} when not evaluated yet or unreadable)."""
+    return read_json_object(Path(run_dir) / metrics_filename(split))
+
+
+def write_metrics(run_dir: str | Path, metrics: dict[str, Any], split: str = "test") -> Path:
+    return atomic_write_json(Path(run_dir) / metrics_filename(split), metrics)
+
+
+# --------------------------------------------------------------------------- predictions.npz
+
+PREDICTIONS = "predictions.npz"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_predictions(run_dir: str | Path, probs: np.ndarray, *, tta: bool) -> Path:
+    """Save the test split's (N, C) probabilities (float32) with the sha256 of the
+    model.pt that made them, so the report reuses them instead of predicting again."""
+    run_dir = Path(run_dir)
+    buf = io.BytesIO()
+    np.savez(buf, probs=np.asarray(probs, np.float32), tta=bool(tta),
+             model_sha256=_sha256(model_path(run_dir)))
+    data = buf.getvalue()
+    return atomic_write(run_dir / PREDICTIONS, lambda f: f.write(data))
+
+
+def read_predictions(run_dir: str | Path) -> tuple[np.ndarray, bool] | None:
+    """(probs float64, tta) saved by :func:`write_predictions`; None when missing,
+    unreadable or made by another model.pt (e.g. before ``fmnist calibrate``)."""
+    run_dir = Path(run_dir)
+    try:
+        with np.load(run_dir / PREDICTIONS, allow_pickle=False) as z:
+            probs, tta, sha = z["probs"], bool(z["tta"]), str(z["model_sha256"])
+        if sha != _sha256(run_dir / MODEL_FILES["pt"]):
+            return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+    return probs.astype(np.float64), tta
+
+
+# --------------------------------------------------------------------------- the model file
+
+MODEL_FILES = {"pt": "model.pt", "onnx": "model.onnx"}
+
+
+def model_path(path: str | Path, fmt: str = "pt") -> Path:
+    """The model file ``path`` names: a file as given, a run folder's ``model.pt`` (or
+    ``model.onnx`` for ``fmt="onnx"``); a ModelFileError with the fix when it is missing."""
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError(f"{p}: no such file or folder. Pass a run folder, a model.pt "
+                             "or a model.onnx (see `fmnist runs`).")
+    if not p.is_dir():
+        return p
+    file = p / MODEL_FILES[fmt]
+    if not file.is_file():
+        fix = (f"export the run first with `fmnist export {p} --format onnx`" if fmt == "onnx"
+               else f"training unfinished? Finish it with `fmnist train --resume {p}`")
+        raise ModelFileError(f"{p}: run folder has no {file.name} yet; {fix}.")
+    return file
+
+
+def config_of_model(file: str | Path) -> dict[str, Any]:
+    """config.json of the run a model file sits in ({} for a model file on its own)."""
+    folder = Path(file).parent
+    return read_config(folder) if is_run(folder) else {}
 
 
 # --------------------------------------------------------------------------- the table
@@ -377,7 +481,7 @@ def _row(run_dir: Path, root: Path) -> dict[str, Any]:
     recipe = config.get("recipe") or {}
     history = read_history(run_dir)
     val = [r["val_acc"] for r in history if r.get("val_acc") is not None]
-    metrics = read_json_object(run_dir / "metrics.json")
+    metrics = read_metrics(run_dir)
     name = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
     return {
         "name": name,
@@ -394,16 +498,45 @@ def _row(run_dir: Path, root: Path) -> dict[str, Any]:
     }
 
 
-def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
-    """One dict per run folder under ``root`` (keys: :data:`COLUMNS`, ``model``, ``path``),
-    sorted by name. ``root`` may itself be a run folder."""
+def is_run(folder: str | Path) -> bool:
+    """The one rule: a run is a folder holding a config.json (whatever its status)."""
+    return (Path(folder) / "config.json").is_file()
+
+
+def find_runs(root: str | Path = "runs") -> list[Path]:
+    """Every run folder under ``root`` (``root`` itself included), sorted by path."""
     root = Path(root)
     if not root.is_dir():
         raise ConfigError(f"{root}: no such folder. Pass the folder holding your runs "
                           "(default: runs).")
-    dirs = sorted({p.parent for p in root.rglob("config.json")
+    return sorted({p.parent for p in root.rglob("config.json")
                    if "checkpoints" not in p.parent.parts})
-    return [_row(d, root) for d in dirs]
+
+
+def latest_run(root: str | Path = "runs") -> Path:
+    """The newest run under ``root`` that holds a model.pt (by config.json ``created``,
+    else the model file's time); a ConfigError when there is none."""
+    runs = [d for d in find_runs(root) if (d / MODEL_FILES["pt"]).is_file()] if Path(
+        root).is_dir() else []
+    if not runs:
+        raise ConfigError(f"no model given and no run with a model.pt under {root}/; train "
+                          "one with `fmnist train`, or pass RUN, model.pt or model.onnx.")
+
+    def key(run: Path) -> tuple[str, float]:
+        mtime = (run / MODEL_FILES["pt"]).stat().st_mtime
+        created = read_json_object(run / "config.json").get("created")
+        stamp = created if isinstance(created, str) else datetime.fromtimestamp(
+            mtime, UTC).isoformat(timespec="seconds")
+        return stamp, mtime
+
+    return max(runs, key=key)
+
+
+def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
+    """One dict per run folder under ``root`` (keys: :data:`COLUMNS`, ``model``, ``path``),
+    sorted by name. ``root`` may itself be a run folder."""
+    root = Path(root)
+    return [_row(d, root) for d in find_runs(root)]
 
 
 def sort_runs(rows: list[dict[str, Any]], column: str,
@@ -415,3 +548,148 @@ def sort_runs(rows: list[dict[str, Any]], column: str,
     missing = [r for r in rows if r.get(column) is None]
     present.sort(key=lambda r: r[column], reverse=reverse)
     return present + missing
+
+
+# --------------------------------------------------------------------------- the Run object
+
+
+@dataclass
+class Run:
+    """A run folder brought back to life: its config, model, recipe and the data it was
+    trained on; :func:`fmnist.train` returns one, :meth:`load` reopens one.
+
+    Scikit-learn style: :meth:`predict_proba` gives (N, C) probabilities, :meth:`predict`
+    the (N,) class indices; :meth:`evaluate` the metrics of a split. The torch side
+    (checkpoints, devices, evaluation) is imported by the methods that need it, so this
+    module, and ``fmnist runs``, stay free of torch.
+    """
+
+    dir: Path
+    config: dict[str, Any]
+    recipe: Any  # fmnist.recipes.Recipe
+    model: Any  # torch.nn.Module, in eval mode
+    meta: Any  # fmnist.checkpoints.ModelMeta
+    device: Any  # torch.device
+    bf16: bool
+    dataset: Any  # fmnist.datasets.Dataset
+    test_metrics: dict[str, Any] = field(default_factory=dict)
+    stop_reason: str = ""
+
+    @classmethod
+    def load(cls, run_dir: str | Path, *, data_dir: str | Path | None = None,
+             device: Any = "auto", offline: bool = False, dataset: Any = None) -> Run:
+        """Load a run's model and the dataset it was trained on (``dataset`` given, else
+        ``data_dir``, else the folder recorded in config.json, else the usual search);
+        data other than the run's is refused (:func:`run_dataset`)."""
+        from .checkpoints import load_model
+        from .devices import select_device, use_bf16
+        from .recipes import Recipe
+
+        run_dir = Path(run_dir)
+        if not run_dir.is_dir():
+            raise ConfigError(f"{run_dir}: no such run folder. Pass a folder written by "
+                              "`fmnist train` (see `fmnist runs`).")
+        config = read_config(run_dir)
+        try:
+            recipe = Recipe.from_dict(config["recipe"])
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"{run_dir}/config.json has no usable recipe ({e}).") from None
+        dev = select_device(device)
+        model, meta = load_model(model_path(run_dir), dev)
+        data = run_dataset(run_dir, config, data_dir=data_dir, offline=offline, data=dataset)
+        if len(data.classes) != len(meta.classes):
+            raise ConfigError(
+                f"{run_dir}: the model has {len(meta.classes)} classes but dataset "
+                f"{data.name!r} from {data.source} has {len(data.classes)}; pass the "
+                "--data-dir the run was trained on.")
+        return cls(run_dir, config, recipe, model, meta, dev, use_bf16(dev, recipe.precision),
+                   data, read_metrics(run_dir), str(config.get("stop_reason") or ""))
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """history.csv, one dict per epoch."""
+        return read_history(self.dir)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.meta.classes)
+
+    @property
+    def model_path(self) -> Path:
+        return model_path(self.dir)
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.test_metrics.get("accuracy")
+
+    def split(self, name: str = "test") -> Any:
+        """The ``test``, ``val`` or ``train`` split exactly as training used it."""
+        if name not in (*SPLITS, "train"):
+            raise ConfigError(f"unknown split {name!r}; use test or val.")
+        train, val, test = prepare_data(self.recipe, self.dataset)
+        if name == "val" and val is None:
+            raise ConfigError(
+                f"{self.dir}: this run was trained without a validation split "
+                f"(val_fraction={self.recipe.val_fraction}); evaluate --split test instead.")
+        return {"train": train, "val": val, "test": test}[name]
+
+    def predict_proba(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        """Class probabilities (N, C) of uint8 images (N, 28, 28), with the run's
+        normalization, precision and (calibrated) temperature."""
+        from .evaluation import predict_probs
+
+        return predict_probs(self.model, images, mean=self.meta.mean, std=self.meta.std,
+                             device=self.device, bf16=self.bf16,
+                             channels_last=self.recipe.channels_last, tta=tta,
+                             temperature=self.meta.temperature_for(tta))
+
+    def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
+        """The predicted class index (N,) of each image."""
+        return self.predict_proba(images, tta=tta).argmax(axis=1)
+
+    def evaluate(self, split: str = "test", tta: bool | None = None, *,
+                 write: bool = False) -> dict[str, Any]:
+        """Metrics of one split (``tta=None`` follows the recipe), written to
+        ``metrics.json`` / ``metrics-val.json`` (and the test probabilities to
+        ``predictions.npz``) with ``write``. A dict that notebooks show as a card
+        (:class:`fmnist.display.EvaluationResult`)."""
+        from .display import EvaluationResult
+        from .evaluation import metrics_from_probs
+
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}.")
+        use_tta = self.recipe.tta if tta is None else bool(tta)
+        data, t0 = self.split(split), time.perf_counter()
+        probs = self.predict_proba(data.images, tta=use_tta)
+        metrics = EvaluationResult({"split": split, **metrics_from_probs(
+            probs, data.labels, self.classes, seconds=time.perf_counter() - t0, tta=use_tta,
+            bf16=self.bf16, device=self.device)})
+        if write:
+            write_metrics(self.dir, metrics, split)
+            if split == "test":
+                write_predictions(self.dir, probs, tta=use_tta)
+        if split == "test":
+            self.test_metrics = dict(metrics)
+        return metrics
+
+    def __repr__(self) -> str:
+        acc = self.test_accuracy
+        return (f"Run(dir={str(self.dir)!r}, recipe={self.recipe.name!r}, "
+                f"epochs={len(self.history)}, test_acc={'?' if acc is None else f'{acc:.4f}'})")
+
+    def _repr_html_(self) -> str:
+        from .display import run_card
+
+        return run_card(self)
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", tta: bool | None = None,
+                 data_dir: str | Path | None = None, device: Any = "auto", *,
+                 offline: bool = False, write: bool = True) -> dict[str, Any]:
+    """Evaluate a run folder's model on its test (or validation) split and (unless
+    ``write=False``) save ``metrics.json`` / ``metrics-val.json``: ``fmnist.evaluate``.
+    A ``data_dir`` holding other data than the run was trained on is refused."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}.")
+    run = Run.load(run_dir, data_dir=data_dir, device=device, offline=offline)
+    return run.evaluate(split, tta=tta, write=write)

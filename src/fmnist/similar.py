@@ -46,7 +46,7 @@ def embed_model(model: nn.Module, images: np.ndarray, *, mean: float, std: float
 
     The input of the last ``nn.Linear`` (:func:`fmnist.ood.feature_tap`), which is the
     penultimate layer for every registered model."""
-    from .evaluation import normalize_batch
+    from .evaluation import normalize
     from .ood import feature_tap
 
     was_training = model.training
@@ -56,7 +56,7 @@ def embed_model(model: nn.Module, images: np.ndarray, *, mean: float, std: float
         model.eval()
         with feature_tap(model) as captured:
             for start in range(0, len(data), batch_size):
-                model(normalize_batch(data[start:start + batch_size].to(device), mean, std))
+                model(normalize(data[start:start + batch_size].to(device), mean, std))
                 feats = captured[0].detach().float()
                 outs.append(nn.functional.normalize(feats, dim=1).cpu().numpy())
     finally:
@@ -174,10 +174,10 @@ class SimilarFinder:
     def from_run(cls, run_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
                  device: str = "cpu", offline: bool = False) -> SimilarFinder:
         """Load a run folder and its dataset's training split; build or load the index."""
-        from .evaluation import load_run
         from .inference import Predictor
+        from .runs import Run
 
-        run = load_run(run_dir, data_dir=data_dir, device=device, offline=offline)
+        run = Run.load(run_dir, data_dir=data_dir, device=device, offline=offline)
         train = run.dataset.train
         index = load_or_build_index(run.dir, run.model, run.meta, train.images, train.labels,
                                     device=run.device)

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,12 +53,12 @@ from .callbacks import (
     should_stop,
 )
 from .checkpoints import ModelMeta, atomic_write_json, safe_load, save_model
-from .datasets import Dataset, Split, load_dataset, stratified_split
+from .datasets import Dataset, Split, load_dataset
 from .devices import environment, select_device
 from .distributed import DistContext
 from .distributed import setup as setup_distributed
 from .errors import ConfigError
-from .evaluation import metrics_from_probs, normalize_batch, predict_probs
+from .evaluation import metrics_from_probs, normalize, predict_probs
 from .finetune import Freezer, apply_init, load_init, recipe_for_init
 from .loop import EpochState, Loop, TrainData, TrainingInterrupted, TrainState, fit
 from .models import count_params, create_model
@@ -66,14 +66,17 @@ from .optim import MAX_WARMUP_FRACTION, lr_factor, make_optimizer, make_schedule
 from .recipes import Recipe, resolve_recipe
 from .runs import (
     HISTORY_FIELDS,
+    Run,
     RunLock,
     create_run,
     dataset_checksums,
+    prepare_data,
     read_config,
     read_history,
     run_dataset,
     set_status,
     write_config,
+    write_predictions,
 )
 
 log = logging.getLogger("fmnist")
@@ -87,59 +90,6 @@ __all__ = ["HISTORY_FIELDS", "MAX_WARMUP_FRACTION", "Callback", "EMA", "EarlySto
            "EpochState", "Run", "TrainingDiverged", "TrainingInterrupted", "check_resume",
            "fit_augment", "lr_factor", "make_optimizer", "make_scheduler", "prepare_data",
            "read_config", "read_history", "should_stop", "train"]
-
-
-# --------------------------------------------------------------------------- run folder
-
-
-@dataclass
-class Run:
-    """A finished (or resumed-and-finished) training run."""
-
-    dir: Path
-    recipe: Recipe
-    history: list[dict[str, Any]]
-    model: nn.Module
-    meta: ModelMeta
-    test_metrics: dict[str, Any] = field(default_factory=dict)
-    stop_reason: str = ""
-
-    @property
-    def model_path(self) -> Path:
-        return self.dir / "model.pt"
-
-    @property
-    def test_accuracy(self) -> float | None:
-        return self.test_metrics.get("accuracy")
-
-    def __repr__(self) -> str:
-        acc = self.test_accuracy
-        return (f"Run(dir={str(self.dir)!r}, recipe={self.recipe.name!r}, "
-                f"epochs={len(self.history)}, test_acc={'?' if acc is None else f'{acc:.4f}'})")
-
-    def _repr_html_(self) -> str:
-        from .display import run_card
-
-        return run_card(self)
-
-
-def _limit(split: Split, limit: int | None, seed: int) -> Split:
-    if limit is None or limit >= len(split):
-        return split
-    _, keep = stratified_split(split.labels, limit / len(split), seed)
-    return split.subset(keep)
-
-
-def prepare_data(recipe: Recipe, ds: Dataset) -> tuple[Split, Split | None, Split]:
-    """(train, validation or None, test) splits as the recipe asks."""
-    train = _limit(ds.train, recipe.train_limit, recipe.seed)
-    val = None
-    if recipe.has_validation:
-        rest, held = stratified_split(train.labels, recipe.val_fraction, recipe.seed)
-        train, val = train.subset(rest), train.subset(held)
-    test = ds.test if recipe.test_limit is None else ds.test.subset(
-        np.arange(min(recipe.test_limit, len(ds.test))))
-    return train, val, test
 
 
 class _RunGuard:
@@ -338,7 +288,7 @@ def _build_model(job: _Job, fresh: bool) -> tuple[nn.Module, nn.Module, dict[str
     if fresh and hasattr(model, "init_from_data"):
         # data-dependent initialization (e.g. fastnet's whitening stem) from a fixed sample
         sample = torch.from_numpy(job.train.images[:DATA_INIT_IMAGES]).to(dev)
-        model.init_from_data(normalize_batch(sample, job.mean, job.std))
+        model.init_from_data(normalize(sample, job.mean, job.std))
     init_info = apply_init(model, job.init, job.ds.classes) if job.init is not None else None
     net: nn.Module = model
     if ctx.enabled:
@@ -479,22 +429,26 @@ def _finish(job: _Job, loop: Loop, history: list[dict[str, Any]], weights_epoch:
                                         tta=recipe.tta, device=job.device)
         job.cal_info.update(cal_fit)
     test_metrics: dict[str, Any] = {}
+    test_probs = None  # saved beside model.pt for the report
     if evaluate_test:
-        test_metrics, meta = _evaluate_test(job, final, meta, loop.bf16)
+        test_metrics, meta, test_probs = _evaluate_test(job, final, meta, loop.bf16)
     identical = _check_identical_params(ctx, loop.state.model)
     if ctx.is_main:
         save_model(job.run_dir / "model.pt", final, meta)
+        if test_probs is not None:
+            write_predictions(job.run_dir, test_probs, tta=recipe.tta)
         extra: dict[str, Any] = {"stop_reason": stop_reason or None}
         if ctx.enabled:
             extra["distributed"] = {**read_config(job.run_dir)["distributed"],
                                     "params_identical_across_ranks": identical}
         set_status(job.run_dir, "finished", **extra)
     ctx.barrier()
-    return Run(job.run_dir, recipe, history, final, meta, test_metrics, stop_reason)
+    return Run(job.run_dir, read_config(job.run_dir), recipe, final, meta, job.device, loop.bf16,
+               job.ds, test_metrics, stop_reason)
 
 
 def _evaluate_test(job: _Job, final: nn.Module, meta: ModelMeta, bf16: bool
-                   ) -> tuple[dict[str, Any], ModelMeta]:
+                   ) -> tuple[dict[str, Any], ModelMeta, np.ndarray | None]:
     """Test metrics (and the calibration block) with each image evaluated once, on one
     rank; rank 0 writes metrics.json and adds the accuracy to the model's metadata."""
     recipe, ctx, test, dev = job.recipe, job.ctx, job.test, job.device
@@ -509,6 +463,7 @@ def _evaluate_test(job: _Job, final: nn.Module, meta: ModelMeta, bf16: bool
             channels_last=recipe.channels_last, tta=recipe.tta), None)
     parts = ctx.gather(part)
     test_metrics: dict[str, Any] = {}
+    pt = None
     if ctx.is_main:
         assert parts is not None
         p1, pt, scores = (None if parts[0][i] is None else np.concatenate(
@@ -523,7 +478,7 @@ def _evaluate_test(job: _Job, final: nn.Module, meta: ModelMeta, bf16: bool
             **meta.metrics, "test_acc": test_metrics["accuracy"],
             "test_loss": test_metrics["loss"]}})
         atomic_write_json(job.run_dir / "metrics.json", {"split": "test", **test_metrics})
-    return ctx.broadcast(test_metrics), meta
+    return ctx.broadcast(test_metrics), meta, pt
 
 
 def _check_identical_params(ctx: DistContext, model: nn.Module) -> bool:

@@ -29,8 +29,8 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate_run, metrics_filename
     from ..metrics import format_report
+    from ..runs import evaluate_run, metrics_filename
 
     m = evaluate_run(args.run, split=args.split, tta=args.tta, data_dir=args.data_dir,
                      device=args.device, offline=args.offline)

@@ -10,31 +10,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..inference import Predictor
+from ..runs import latest_run as find_latest_run  # noqa: F401  (re-exported)
 from ..runs import read_json_object
-
-
-def find_latest_run(root: str | os.PathLike = "runs") -> Path:
-    """The newest run folder under ``root`` that holds a ``model.pt``.
-
-    Newest by config.json ``created``, else by model.pt's mtime. Raises
-    :class:`~fmnist.errors.ConfigError` when there is none.
-    """
-    root = Path(root)
-    runs = ([p.parent for p in root.rglob("model.pt") if "checkpoints" not in p.parts]
-            if root.is_dir() else [])
-    if not runs:
-        raise ConfigError(
-            f"no model given and no run with a model.pt under {root}/; train one with "
-            "`fmnist train`, or pass RUN, model.pt or model.onnx."
-        )
-
-    def key(run: Path) -> tuple[str, float]:
-        created = read_json_object(run / "config.json").get("created")
-        mtime = (run / "model.pt").stat().st_mtime
-        stamp = created if isinstance(created, str) else _iso(mtime)
-        return stamp, mtime
-
-    return max(runs, key=key)
 
 
 def check_model_path(path: str | os.PathLike, backend: str = "auto") -> Path:
