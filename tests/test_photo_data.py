@@ -214,20 +214,21 @@ def test_cache_is_reused_and_invalidated_by_photo_or_preprocessing(tmp_path, cac
 def test_views_are_seeded_cached_per_view_and_keep_labels(tmp_path, cache, fake_labels,
                                                           monkeypatch):
     root = write_photos(tmp_path / "photos")
-    views = photo_data.load_photo_views(2, root, offline=True)
+    views = photo_data.load_labelled_photos(root, views=2, offline=True)
     assert views.images.shape == (4, 28, 28) and views.labels.tolist() == [1, 7, 1, 7]
     assert views.images.max(axis=(1, 2)).min() == 255  # every view still shows its item
-    plain = cached_images(root, [r for r in ROWS if r.path.startswith("train/") and r.label >= 0])
+    plain = photo_data.load_labelled_photos(root, offline=True).images
     assert not np.array_equal(views.images[:2], plain)  # a view is not the photo itself
     assert not np.array_equal(views.images[:2], views.images[2:])  # nor the other view
     assert len(list((cache / "photos").glob("*.npz"))) == 3  # one file per view + plain
-    again = photo_data.load_photo_views(1, root, offline=True, cache=tmp_path / "other")
+    again = photo_data.load_labelled_photos(root, views=1, offline=True,
+                                            cache=tmp_path / "other")
     assert np.array_equal(again.images, views.images[:2])  # same seed, same views
     monkeypatch.setattr(photo_data, "VIEW_SEED", 1)
-    reseeded = photo_data.load_photo_views(1, root, offline=True)
+    reseeded = photo_data.load_labelled_photos(root, views=1, offline=True)
     assert not np.array_equal(reseeded.images, views.images[:2])
     monkeypatch.setattr(photo_data, "photo_augment_version", lambda: "changed")
-    photo_data.load_photo_views(1, root, offline=True)
+    photo_data.load_labelled_photos(root, views=1, offline=True)
     assert len(list((cache / "photos").glob("*.npz"))) == 5
 
 

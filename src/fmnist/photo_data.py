@@ -417,19 +417,21 @@ def mix(base: Split, photos: Split, repeat: int) -> Split:
     return Split(images, labels)
 
 
-def load_photo_views(
-    views: int,
+def load_labelled_photos(
     data_dir: str | os.PathLike | None = None,
     *,
+    views: int | None = None,
     offline: bool = False,
     cache: Path | None = None,
 ) -> Split:
-    """``views`` random views of each labelled training photo (augmented before
-    preprocessing, :mod:`fmnist.photo_augment`), view after view: a split of
-    ``views * 2,501`` images."""
+    """The 2,501 labelled training photos (rows -1 are never preprocessed); with ``views``,
+    that many random views of each instead (augmented before preprocessing,
+    :mod:`fmnist.photo_augment`), view after view: ``views * 2,501`` images."""
     root = locate_photos(data_dir, offline=offline)
     rows = [r for r in read_labels(FOLDERS["train"]) if r.label >= 0]
     labels = np.array([r.label for r in rows], dtype=np.int64)
+    if views is None:
+        return Split(cached_images(root, rows, cache), labels)
     images = [cached_images(root, rows, cache, view=v) for v in range(views)]
     return Split(np.concatenate(images or [np.zeros((0, 28, 28), np.uint8)]),
                  np.tile(labels, views))
@@ -450,11 +452,11 @@ def load_fashion_mnist_with_photos(
     photo_dir = photos_in(Path(data_dir)) if data_dir is not None else None
     fmnist = load_dataset("fashion-mnist", None if photo_dir else data_dir,
                           offline=offline, verify=verify)
-    photos = load_photo_split("train", photo_dir, offline=offline)
-    extra = load_photo_views(views, photo_dir, offline=offline)
+    photos = load_labelled_photos(photo_dir, offline=offline)
+    extra = load_labelled_photos(photo_dir, views=views, offline=offline)
     checksums = {**fmnist.checksums,
                  **(verify_photos(locate_photos(photo_dir, offline=True)) if verify else {})}
-    train = mix(mix(fmnist.train, photos.labelled(), repeat), extra, 1)
+    train = mix(mix(fmnist.train, photos, repeat), extra, 1)
     return Dataset(MIXED_NAME, fmnist.classes, train, fmnist.test, fmnist.source,
                    "idx+photos", checksums)
 
