@@ -272,6 +272,9 @@ def test_fashion_mnist_plus_photos_repeats_photos_and_keeps_the_test_set(
     assert ds.train.labels[len(base.train):].tolist() == [1, 7] * 5
     photos = ds.train.images[len(base.train):]
     assert np.array_equal(photos[0], photos[2]) and not np.array_equal(photos[0], photos[6])
+    plain = photo_data.load_fashion_mnist_with_photos(learnable_csv_dir, repeat=1, views=0,
+                                                      verify=False)
+    assert plain.train.labels[len(base.train):].tolist() == [1, 7]
     assert np.array_equal(ds.test.images, base.test.images)
     # --data-dir may point at the photos instead; fashion-mnist then comes from its variable
     monkeypatch.delenv("FMNIST_PHOTOS_DIR")
