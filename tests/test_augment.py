@@ -76,3 +76,47 @@ def test_unknown_and_malformed_augmentations_are_named():
     with pytest.raises(ConfigError, match="'translate:two'.*not a number"):
         parse_augment("translate:two")
     assert build_augment([]) is None
+
+
+# --------------------------------------------------------------------------- raw photos
+
+
+def _photo(w: int = 300, h: int = 400):
+    """A light background with a dark item in its left half."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.full((h, w, 3), 225, np.uint8)
+    a[h // 5 : 4 * h // 5, w // 8 : w // 2] = (30, 40, 90)
+    return Image.fromarray(a)
+
+
+def test_photo_views_are_seeded_rgb_and_sized_like_photos():
+    import numpy as np
+
+    from fmnist.photo_augment import SIZE_RANGE, augment_photo, view_rng
+
+    photo = _photo(600, 800)
+    a, b = augment_photo(photo, view_rng(0, 3, 1)), augment_photo(photo, view_rng(0, 3, 1))
+    assert a.mode == "RGB" and np.array_equal(np.asarray(a), np.asarray(b))
+    others = [np.asarray(augment_photo(photo, view_rng(0, 3, v))) for v in range(2, 6)]
+    assert not any(np.array_equal(o, np.asarray(a)) for o in others)  # other views differ
+    for v in range(8):
+        size = max(augment_photo(photo, view_rng(1, 0, v)).size)
+        assert SIZE_RANGE[0] <= size <= SIZE_RANGE[1]
+    assert max(augment_photo(_photo(120, 160), view_rng(0, 0, 0)).size) <= 160  # no upscaling
+
+
+def test_photo_views_keep_the_item_where_it_is_so_the_label_holds():
+    import numpy as np
+
+    from fmnist.photo_augment import augment_photo, view_rng
+    from fmnist.preprocess import preprocess
+
+    for v in range(6):
+        view = np.asarray(augment_photo(_photo(), view_rng(0, 0, v)).convert("L"), float)
+        dark = view < view.mean() - 40  # the item: never mirrored, cut or lost
+        xs = np.nonzero(dark)[1] / view.shape[1]
+        assert dark.mean() > 0.15 and np.median(xs) < 0.45
+        out = preprocess(augment_photo(_photo(), view_rng(0, 0, v))).image
+        assert out.max() == 255 and (out > 0).mean() > 0.3  # still one solid item

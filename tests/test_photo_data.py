@@ -197,7 +197,7 @@ def test_cache_is_reused_and_invalidated_by_photo_or_preprocessing(tmp_path, cac
     calls = []
     real = photo_data.preprocess_photos
     monkeypatch.setattr(photo_data, "preprocess_photos",
-                        lambda r, rows: calls.append(1) or real(r, rows))
+                        lambda r, rows, view=None: calls.append(1) or real(r, rows, view))
     first = cached_images(root, ROWS)
     assert first.shape == (len(ROWS), 28, 28) and first.dtype == np.uint8 and first.max() == 255
     assert np.array_equal(cached_images(root, ROWS), first) and len(calls) == 1
@@ -209,6 +209,27 @@ def test_cache_is_reused_and_invalidated_by_photo_or_preprocessing(tmp_path, cac
     assert len(calls) == 3
     assert len(list((cache / "photos").glob("*.npz"))) == 3
     assert not (root / "photos").exists()  # nothing written into the user's data folder
+
+
+def test_views_are_seeded_cached_per_view_and_keep_labels(tmp_path, cache, fake_labels,
+                                                          monkeypatch):
+    root = write_photos(tmp_path / "photos")
+    views = photo_data.load_labelled_photos(root, views=2, offline=True)
+    assert views.images.shape == (4, 28, 28) and views.labels.tolist() == [1, 7, 1, 7]
+    assert views.images.max(axis=(1, 2)).min() == 255  # every view still shows its item
+    plain = photo_data.load_labelled_photos(root, offline=True).images
+    assert not np.array_equal(views.images[:2], plain)  # a view is not the photo itself
+    assert not np.array_equal(views.images[:2], views.images[2:])  # nor the other view
+    assert len(list((cache / "photos").glob("*.npz"))) == 3  # one file per view + plain
+    again = photo_data.load_labelled_photos(root, views=1, offline=True,
+                                            cache=tmp_path / "other")
+    assert np.array_equal(again.images, views.images[:2])  # same seed, same views
+    monkeypatch.setattr(photo_data, "VIEW_SEED", 1)
+    reseeded = photo_data.load_labelled_photos(root, views=1, offline=True)
+    assert not np.array_equal(reseeded.images, views.images[:2])
+    monkeypatch.setattr(photo_data, "photo_augment_version", lambda: "changed")
+    photo_data.load_labelled_photos(root, views=1, offline=True)
+    assert len(list((cache / "photos").glob("*.npz"))) == 5
 
 
 def test_missing_photo_names_it(tmp_path, cache):
@@ -244,10 +265,16 @@ def test_fashion_mnist_plus_photos_repeats_photos_and_keeps_the_test_set(
     root = write_photos(tmp_path / PHOTOS_NAME)
     monkeypatch.setenv("FMNIST_PHOTOS_DIR", str(root))
     base = load_dataset("fashion-mnist", learnable_csv_dir)
-    ds = photo_data.load_fashion_mnist_with_photos(learnable_csv_dir, repeat=3, verify=False)
+    ds = photo_data.load_fashion_mnist_with_photos(learnable_csv_dir, repeat=3, views=2,
+                                                   verify=False)
     assert ds.name == MIXED_NAME
-    assert len(ds.train) == len(base.train) + 3 * 2
-    assert ds.train.labels[len(base.train):].tolist() == [1, 7] * 3
+    assert len(ds.train) == len(base.train) + 3 * 2 + 2 * 2
+    assert ds.train.labels[len(base.train):].tolist() == [1, 7] * 5
+    photos = ds.train.images[len(base.train):]
+    assert np.array_equal(photos[0], photos[2]) and not np.array_equal(photos[0], photos[6])
+    plain = photo_data.load_fashion_mnist_with_photos(learnable_csv_dir, repeat=1, views=0,
+                                                      verify=False)
+    assert plain.train.labels[len(base.train):].tolist() == [1, 7]
     assert np.array_equal(ds.test.images, base.test.images)
     # --data-dir may point at the photos instead; fashion-mnist then comes from its variable
     monkeypatch.delenv("FMNIST_PHOTOS_DIR")

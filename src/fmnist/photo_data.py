@@ -7,8 +7,10 @@ Two registered datasets (``fmnist data info --dataset NAME``, ``fmnist train --d
   ``resources/clothing-dataset-small-labels.csv``). Train split: the 2,501 ``train/`` photos
   with a Fashion-MNIST class; test split: the 277 such ``validation/`` photos. Rows labelled
   -1 ("none of these classes") are kept loadable through :func:`load_photo_split`.
-- ``fashion-mnist+photos``: Fashion-MNIST's 60,000 training images plus the training photos
-  repeated :data:`PHOTO_REPEAT` times; its test split stays Fashion-MNIST's test set.
+- ``fashion-mnist+photos``: Fashion-MNIST's 60,000 training images plus the labelled training
+  photos repeated :data:`PHOTO_REPEAT` times and :data:`PHOTO_VIEWS` random views of each
+  (:mod:`fmnist.photo_augment`: the raw photo changed before preprocessing); its test split
+  stays Fashion-MNIST's test set.
 
 Photos go through :func:`fmnist.preprocess.preprocess`, the function ``fmnist predict`` uses,
 and the 28x28 results are cached as ``.npz`` under ``$FMNIST_CACHE_DIR`` (default
@@ -25,6 +27,7 @@ checked against :data:`CONTENT_SHA256` and unpacked atomically; ``offline=True``
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import importlib.resources
@@ -35,7 +38,8 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +73,13 @@ FOLDERS = {"train": "train", "test": "validation"}  # dataset split -> the sourc
 PHOTO_REPEAT = 4
 """How many times the 2,501 training photos appear among Fashion-MNIST's 60,000 images in
 ``fashion-mnist+photos`` (chosen by real-photo accuracy; see the ``photo`` recipe)."""
+PHOTO_VIEWS = 0
+"""Random views (:mod:`fmnist.photo_augment`, made before preprocessing) of each training
+photo that ``fashion-mnist+photos`` adds besides the photos themselves. 0: one view did not
+pay in the fine-tuning screen of the ``photo`` recipe (README), and each view costs a
+preprocessing pass over 2,501 photos."""
+VIEW_SEED = 0
+"""Seed of the cached views: view ``j`` of photo ``i`` comes from ``(VIEW_SEED, i, j)``."""
 ENV_PHOTOS = "FMNIST_PHOTOS_DIR"
 ENV_CACHE = "FMNIST_CACHE_DIR"
 
@@ -300,27 +311,60 @@ def preprocess_version() -> str:
     return hashlib.sha256(inspect.getsource(preprocess).encode()).hexdigest()[:16]
 
 
-def preprocess_photos(root: Path, rows: Sequence[PhotoRow]) -> np.ndarray:
-    """(N, 28, 28) uint8: each row's photo through :func:`fmnist.preprocess.preprocess`."""
+def _photo_images(task: tuple[str, int, int | None]) -> np.ndarray:
+    """(28, 28) uint8: one photo through ``preprocess``; with a view number, one random view
+    of it (:func:`fmnist.photo_augment.augment_photo`, seeded by ``(VIEW_SEED, index, view)``).
+    A top-level function so that worker processes can run it."""
+    from PIL import Image
+
+    from .photo_augment import augment_photo, view_rng
     from .preprocess import preprocess
 
+    path, index, view = task
+    try:
+        if view is None:
+            return preprocess(Path(path)).image
+        with Image.open(path) as photo:
+            return preprocess(augment_photo(photo, view_rng(VIEW_SEED, index, view))).image
+    except (ImageError, OSError) as e:
+        raise DataError(f"{path}: cannot preprocess this photo ({e}); restore the original "
+                        "file.") from None
+
+
+def preprocess_photos(root: Path, rows: Sequence[PhotoRow], view: int | None = None,
+                      workers: int | None = None) -> np.ndarray:
+    """(N, 28, 28) uint8: each row's photo (or its random ``view``) through
+    :func:`fmnist.preprocess.preprocess`, on ``workers`` processes (default: one per CPU)."""
+    tasks = [(str(root / r.path), i, view) for i, r in enumerate(rows)]
+    workers = min(len(tasks), workers or os.cpu_count() or 1)
     out = np.zeros((len(rows), 28, 28), np.uint8)
-    with Progress("preprocess photos", len(rows)) as bar:
-        for i, r in enumerate(rows):
-            try:
-                out[i] = preprocess(root / r.path).image
-            except ImageError as e:
-                raise DataError(f"{root / r.path}: cannot preprocess this photo ({e}); "
-                                "restore the original file.") from None
+    what = "preprocess photos" if view is None else f"preprocess photo view {view}"
+    with Progress(what, len(rows)) as bar, contextlib.ExitStack() as stack:
+        results: Iterable[np.ndarray] = map(_photo_images, tasks)
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers))
+            results = pool.map(_photo_images, tasks, chunksize=8)
+        for i, image in enumerate(results):
+            out[i] = image
             bar.advance()
     return out
 
 
-def cached_images(root: Path, rows: Sequence[PhotoRow], cache: Path | None = None) -> np.ndarray:
-    """Preprocessed photos from the cache, or computed and cached (keyed by the photos'
-    SHA-256 and :func:`preprocess_version`)."""
+def photo_augment_version() -> str:
+    """Digest of the photo augmentation code: a change to it recomputes the cached views."""
+    from . import photo_augment
+
+    return hashlib.sha256(inspect.getsource(photo_augment).encode()).hexdigest()[:16]
+
+
+def cached_images(root: Path, rows: Sequence[PhotoRow], cache: Path | None = None,
+                  view: int | None = None) -> np.ndarray:
+    """Preprocessed photos (or their random ``view``) from the cache, or computed and cached,
+    keyed by the photos' SHA-256, :func:`preprocess_version` and, for a view, its number,
+    :data:`VIEW_SEED` and :func:`photo_augment_version`."""
+    what = "" if view is None else f"\nview {view} seed {VIEW_SEED} {photo_augment_version()}"
     key = hashlib.sha256(
-        f"{preprocess_version()}\n{listing_digest(rows, file_digests(root, rows))}".encode()
+        f"{preprocess_version()}\n{listing_digest(rows, file_digests(root, rows))}{what}".encode()
     ).hexdigest()[:32]
     path = (cache or cache_root()) / "photos" / f"{key}.npz"
     if path.is_file():
@@ -332,7 +376,7 @@ def cached_images(root: Path, rows: Sequence[PhotoRow], cache: Path | None = Non
         except (OSError, ValueError, KeyError):
             pass
         log.warning("%s: unreadable cache file; preprocessing the photos again", path)
-    images = preprocess_photos(root, rows)
+    images = preprocess_photos(root, rows, view)
     atomic_write(path, lambda f: np.savez_compressed(f, images=images))
     log.info("cached %d preprocessed photos in %s", len(rows), path)
     return images
@@ -377,24 +421,48 @@ def mix(base: Split, photos: Split, repeat: int) -> Split:
     return Split(images, labels)
 
 
+def load_labelled_photos(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    views: int | None = None,
+    offline: bool = False,
+    cache: Path | None = None,
+) -> Split:
+    """The 2,501 labelled training photos (rows -1 are never preprocessed); with ``views``,
+    that many random views of each instead (augmented before preprocessing,
+    :mod:`fmnist.photo_augment`), view after view: ``views * 2,501`` images."""
+    root = locate_photos(data_dir, offline=offline)
+    rows = [r for r in read_labels(FOLDERS["train"]) if r.label >= 0]
+    labels = np.array([r.label for r in rows], dtype=np.int64)
+    if views is None:
+        return Split(cached_images(root, rows, cache), labels)
+    images = [cached_images(root, rows, cache, view=v) for v in range(views)]
+    return Split(np.concatenate(images or [np.zeros((0, 28, 28), np.uint8)]),
+                 np.tile(labels, views))
+
+
 def load_fashion_mnist_with_photos(
     data_dir: str | os.PathLike | None = None,
     *,
     offline: bool = False,
     verify: bool = True,
     repeat: int = PHOTO_REPEAT,
+    views: int = PHOTO_VIEWS,
 ) -> Dataset:
     """``fashion-mnist+photos``: Fashion-MNIST train + the labelled training photos x
-    ``repeat``; test = Fashion-MNIST's test set. ``data_dir`` may hold either dataset (the
-    other is found through its environment variable)."""
+    ``repeat`` + ``views`` random views of each; test = Fashion-MNIST's test set.
+    ``data_dir`` may hold either dataset (the other is found through its environment
+    variable)."""
     photo_dir = photos_in(Path(data_dir)) if data_dir is not None else None
     fmnist = load_dataset("fashion-mnist", None if photo_dir else data_dir,
                           offline=offline, verify=verify)
-    photos = load_photo_split("train", photo_dir, offline=offline)
+    photos = load_labelled_photos(photo_dir, offline=offline)
+    extra = load_labelled_photos(photo_dir, views=views, offline=offline)
     checksums = {**fmnist.checksums,
                  **(verify_photos(locate_photos(photo_dir, offline=True)) if verify else {})}
-    return Dataset(MIXED_NAME, fmnist.classes, mix(fmnist.train, photos.labelled(), repeat),
-                   fmnist.test, fmnist.source, "idx+photos", checksums)
+    train = mix(mix(fmnist.train, photos, repeat), extra, 1)
+    return Dataset(MIXED_NAME, fmnist.classes, train, fmnist.test, fmnist.source,
+                   "idx+photos", checksums)
 
 
 _FMNIST_CLASSES = DATASETS.get("fashion-mnist").classes
