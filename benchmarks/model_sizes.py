@@ -8,7 +8,7 @@ row per trained ``--runs`` folder: its recipe's test accuracy (metrics.json, TTA
 recipe uses it) and, on all 10,000 test images, the single-view accuracy of the PyTorch
 model, of its fp32 ONNX graph and of its int8 graph (``fmnist export --quantize int8``'s
 parity check), and the sizes and int8 accuracy without the fp32 OOD scorer
-(:func:`fmnist.quantize.export_probs_only`). Writes ``benchmarks/results/model-sizes-cpu.json``;
+(``fmnist export --no-ood-score``). Writes ``benchmarks/results/model-sizes-cpu.json``;
 ``python benchmarks/readme_tables.py`` puts the table into the README.
 """
 
@@ -25,7 +25,6 @@ from fmnist.checkpoints import ModelMeta, load_model, save_model
 from fmnist.datasets import load_dataset
 from fmnist.export import ParityError, export_onnx
 from fmnist.models import count_params, create_model, flops_per_image, list_models
-from fmnist.quantize import export_probs_only
 from fmnist.runs import read_json_object
 
 TEST_IMAGES = 10_000
@@ -64,7 +63,8 @@ def run_row(run: str, ds, tmp: Path) -> dict:
     try:
         r = export_onnx(run, f"{stem}.onnx", quantize="int8", dataset=ds,
                         parity_images=TEST_IMAGES)
-        p = export_probs_only(run, f"{stem}-probs.onnx", dataset=ds, parity_images=TEST_IMAGES)
+        p = export_onnx(run, f"{stem}-probs.onnx", quantize="int8", dataset=ds,
+                        parity_images=TEST_IMAGES, ood_score=False)
     except ParityError as e:
         return {**row, "error": str(e)}
     return {**row, "onnx_bytes": r.size_bytes, "int8_bytes": r.int8_size_bytes,

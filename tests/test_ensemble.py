@@ -15,9 +15,9 @@ from fmnist.checkpoints import load_model, read_model_file, save_model
 from fmnist.cli import main
 from fmnist.ensemble import EnsembleNet, build_ensemble
 from fmnist.errors import ConfigError
-from fmnist.evaluation import evaluate_run, predict_probs
+from fmnist.evaluation import predict_probs
 from fmnist.models import create_model, list_models
-from fmnist.runs import read_config
+from fmnist.runs import evaluate_run, read_config
 from fmnist.training import train
 
 TINY = dict(model="baseline-small", optimizer="adam", lr=3e-3, epochs=1, batch_size=64,
@@ -92,7 +92,7 @@ def test_evaluate_report_export_predict_serve_take_the_ensemble(
     torch_p = predict_probs(model, images, mean=meta.mean, std=meta.std)
     np.testing.assert_allclose(onnx_probs(onnx_session(r.path), images), torch_p, atol=1e-4)
     for source in (ensemble_dir, r.path):
-        top = Predictor.from_path(source, device="cpu").predict(images[:8])
+        top = Predictor.from_path(source, device="cpu").predict_top_k(images[:8])
         assert [t[0][0] for t in top] == [meta.classes[i] for i in torch_p[:8].argmax(1)]
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient

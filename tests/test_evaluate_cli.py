@@ -44,8 +44,10 @@ def test_evaluate_writes_complete_metrics_and_prints_report(runs_root: Path) -> 
         assert key in metrics, key
     assert metrics["split"] == "test" and metrics["n"] == 500
     assert len(metrics["confusion_matrix"]) == 10
-    # same model, same data, same precision: the numbers training wrote
-    assert metrics["accuracy"] == pytest.approx(trained["accuracy"])
+    # same model, same data, same precision: the numbers training wrote, up to one image:
+    # another process may use another thread count, and a near-tie image can flip (seen
+    # on a loaded machine: 0.760 against 0.762 with the losses equal to 1e-5)
+    assert metrics["accuracy"] == pytest.approx(trained["accuracy"], abs=1 / metrics["n"] + 1e-9)
     # another process: bf16 kernels may sum in another order (observed: 1.3e-7 relative)
     assert metrics["loss"] == pytest.approx(trained["loss"], rel=1e-5)
     out = res.stdout

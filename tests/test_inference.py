@@ -169,7 +169,7 @@ def test_every_input_kind_agrees(torch_predictor: Predictor, images: np.ndarray,
               a.astype(np.float32) / 255.0]
     probs = torch_predictor.predict_proba(inputs)
     assert probs.shape == (len(inputs), 10)
-    assert np.abs(probs - probs[0]).max() < 1e-6
+    assert np.abs(probs - probs[0]).max() < 1e-5  # float32 sums in another order: 1.25e-6 seen
 
 
 def test_uint8_batch_follows_the_preprocess_pass_through(images: np.ndarray):

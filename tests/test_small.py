@@ -58,14 +58,14 @@ def test_int8_onnx_is_under_100kb_and_checked_against_float(tmp_path, learnable_
                                                             ) -> None:
     pytest.importorskip("onnxruntime")
     from fmnist.export import export_onnx, onnx_session
-    from fmnist.quantize import export_probs_only
     from fmnist.training import train
 
     run = tmp_path / "small"
     train("small", data=learnable_dataset, out=run, epochs=3, train_limit=1000, batch_size=50,
           optimizer="adam", lr=3e-3, schedule="constant", warmup_epochs=0, precision="fp32")
     full = export_onnx(run, quantize="int8", dataset=learnable_dataset)
-    r = export_probs_only(run, tmp_path / "small.onnx", dataset=learnable_dataset)
+    r = export_onnx(run, tmp_path / "small.onnx", quantize="int8", dataset=learnable_dataset,
+                    ood_score=False)
     assert r.int8_size_bytes < 100_000 < full.int8_size_bytes  # the fp32 OOD scorer weighs
     assert r.int8_size_bytes < r.size_bytes / 2  # int8 weights: a quarter, plus the graph
     outputs = [o.name for o in onnx_session(r.int8_path).get_outputs()]
@@ -74,14 +74,3 @@ def test_int8_onnx_is_under_100kb_and_checked_against_float(tmp_path, learnable_
     assert r.accuracy_int8 >= r.accuracy_torch - 0.003  # the exporter's own limit
     assert r.n_images == len(learnable_dataset.test)
     assert not (run / "small.onnx").exists() and (tmp_path / "small.int8.onnx").is_file()
-
-
-def test_probs_only_export_needs_the_runs_data(tmp_path) -> None:
-    from fmnist.checkpoints import ModelMeta, save_model
-    from fmnist.quantize import export_probs_only
-
-    model = create_model("small")
-    save_model(tmp_path / "lone.pt", model, ModelMeta("small", model.arch_kwargs,
-                                                      tuple("abcdefghij"), 0.3, 0.3))
-    with pytest.raises(ConfigError, match="not inside a run folder"):
-        export_probs_only(tmp_path / "lone.pt", tmp_path / "x.onnx")

@@ -144,7 +144,7 @@ def calibration_split(train: Split, val: Split | None, seed: int
 def view_logits_and_features(model: nn.Module, images: np.ndarray, *, mean: float, std: float,
                              device: torch.device | str = "cpu", tta: bool = False,
                              bf16: bool = False, channels_last: bool = True,
-                             batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+                             batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """(V, N, C) float32 logits of every view the recipe serves (V = 2 with TTA, else 1)
     and the (N, D) penultimate features of the un-augmented view, with the same precision
     and memory format as :func:`fmnist.evaluation.predict_probs`."""

@@ -84,7 +84,10 @@ def predict_scored(
         if scorer is not None and x is plain[0]:
             s = scorer.to(device)(tap[0], logits)
             scores.append(s.double().cpu().numpy())
-        return torch.softmax(logits.float() / temperature, dim=1)
+        # float64, as calibration does: at a small temperature float32 saturates to exact
+        # one-hots, and two views that disagree then tie at 0.5/0.5, so argmax (accuracy)
+        # would depend on rounding rather than on the model
+        return torch.softmax(logits.double() / temperature, dim=1)
 
     was_training = model.training
     model.eval()

@@ -388,11 +388,12 @@ def _sha256(path: Path) -> str:
 
 
 def write_predictions(run_dir: str | Path, probs: np.ndarray, *, tta: bool) -> Path:
-    """Save the test split's (N, C) probabilities (float32) with the sha256 of the
+    """Save the test split's (N, C) probabilities (float64: float32 rounding could tie
+    the argmax of a sharply calibrated model) with the sha256 of the
     model.pt that made them, so the report reuses them instead of predicting again."""
     run_dir = Path(run_dir)
     buf = io.BytesIO()
-    np.savez(buf, probs=np.asarray(probs, np.float32), tta=bool(tta),
+    np.savez(buf, probs=np.asarray(probs, np.float64), tta=bool(tta),
              model_sha256=_sha256(model_path(run_dir)))
     data = buf.getvalue()
     return atomic_write(run_dir / PREDICTIONS, lambda f: f.write(data))

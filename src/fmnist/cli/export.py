@@ -24,6 +24,9 @@ def register_export(sub: argparse._SubParsersAction) -> None:
                    help="also write MODEL.int8.onnx (static int8, calibrated on training images)")
     add_out(p, "ONNX file to write", default="RUN/model.onnx, regenerated")
     add_shared(p, "--overwrite", "--data-dir")
+    p.add_argument("--no-ood-score", action="store_true",
+                   help="leave the out-of-distribution score out: a probabilities-only graph "
+                   "(smaller: the score's matrices stay fp32 in an int8 file)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check")
     add_shared(p, "--json")
     p.set_defaults(handler=cmd_export)
@@ -40,7 +43,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                               overwrite=args.overwrite, suffix=".onnx")
     try:
         r = export_onnx(args.run, args.out, quantize=args.quantize, check=not args.no_check,
-                        data_dir=args.data_dir)
+                        data_dir=args.data_dir, ood_score=not args.no_ood_score)
     except ParityError as e:
         print(f"fmnist: export failed: {e}", file=sys.stderr)
         return 1
