@@ -43,6 +43,8 @@ class Recipe:
     grad_clip: float | None = None  # max global gradient norm
     ema_decay: float | None = None  # weight EMA, evaluated and saved when set
     augment: tuple[str, ...] = ()  # see fmnist.augment, e.g. ("flip", "translate:2")
+    epoch_sizes: tuple[int, ...] = ()  # progressive resizing: image side of epochs 1, 2, ...
+    # (after augmentation, antialiased); later epochs at the data's own size
     val_fraction: float = 0.0  # stratified hold-out of the training set
     monitor: str = "auto"  # val_loss | val_acc | train_loss | train_acc; auto: val_loss if val
     patience: int | None = None  # early stopping after this many epochs without improvement
@@ -61,6 +63,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(self.augment))
+        object.__setattr__(self, "epoch_sizes", tuple(int(v) for v in self.epoch_sizes))
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
 
     @property
@@ -117,6 +120,8 @@ class Recipe:
             raise bad("patience", "an integer >= 1, or None for no early stopping")
         for spec in self.augment:
             parse_augment(spec)
+        if any(not 8 <= v <= 28 for v in self.epoch_sizes):
+            raise bad("epoch_sizes", "image sides in [8, 28] per epoch, e.g. (20,)")
         if not 0 <= self.freeze_epochs < self.epochs:
             raise bad("freeze_epochs", f"an integer in [0, epochs={self.epochs})")
         if self.freeze_epochs and self.init is None:
@@ -133,6 +138,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["augment"] = list(self.augment)
+        d["epoch_sizes"] = list(self.epoch_sizes)
         return d
 
     @classmethod
