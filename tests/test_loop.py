@@ -225,7 +225,7 @@ def test_epoch_sizes_resize_the_first_epochs_only(tmp_path):
     assert reason == "" and sizes.sizes == [16, 20, None]
 
 
-@pytest.mark.parametrize("sizes", [(30,), (4,)])
+@pytest.mark.parametrize("sizes", [(30,), (4,), ("x",)])
 def test_epoch_sizes_outside_8_to_28_are_refused(sizes):
     with pytest.raises(ConfigError, match="epoch_sizes"):
         resolve_recipe("fast", epoch_sizes=sizes)

@@ -63,7 +63,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(self.augment))
-        object.__setattr__(self, "epoch_sizes", tuple(int(v) for v in self.epoch_sizes))
+        object.__setattr__(self, "epoch_sizes", tuple(
+            int(v) if str(v).strip().isdigit() else v for v in self.epoch_sizes))
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
 
     @property
@@ -120,7 +121,7 @@ class Recipe:
             raise bad("patience", "an integer >= 1, or None for no early stopping")
         for spec in self.augment:
             parse_augment(spec)
-        if any(not 8 <= v <= 28 for v in self.epoch_sizes):
+        if any(not isinstance(v, int) or not 8 <= v <= 28 for v in self.epoch_sizes):
             raise bad("epoch_sizes", "image sides in [8, 28] per epoch, e.g. (20,)")
         if not 0 <= self.freeze_epochs < self.epochs:
             raise bad("freeze_epochs", f"an integer in [0, epochs={self.epochs})")
