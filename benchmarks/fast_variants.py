@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import select_device, write_result
+from _common import RESULTS, device_tag, select_device, write_result
 
 from fmnist.datasets import load_dataset
 from fmnist.runs import read_history
@@ -59,7 +59,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for name in dict.fromkeys(r["variant"] for r in runs):
         rs = [r for r in runs if r["variant"] == name]
         accs = [r["test_acc"] for r in rs]
-        out[name] = {"overrides": {k: v for k, v in VARIANTS[name].items()},
+        out[name] = {"overrides": VARIANTS[name],
                      "seeds": len(rs), "test_acc_median": statistics.median(accs),
                      "test_acc_min": min(accs), "test_acc_max": max(accs),
                      "train_seconds_median": statistics.median(r["train_seconds"] for r in rs)}
@@ -77,20 +77,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out-stem", default="fast-variants")
+    p.add_argument("--append", action="store_true",
+                   help="keep the runs already in the result file; skip their variant+seed")
     args = p.parse_args(argv)
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     ds = load_dataset("fashion-mnist")
-    runs: list[dict[str, Any]] = []
+    device = select_device(args.device)
+    path = RESULTS / f"{args.out_stem}-{device_tag(device)}.json"
+    runs = json.loads(path.read_text())["runs"] if args.append and path.is_file() else []
+    done = {(r["variant"], r["seed"]) for r in runs}
     for seed in args.seeds.split(","):
         for name in names:  # written after every run: an interrupted study keeps its runs
+            if (name, int(seed)) in done:
+                continue
             runs.append(run_variant(name, int(seed), ds, args.device))
             summary = summarize(runs)
-            write_result(args.out_stem, select_device(args.device),
-                         {"runs": runs, "summary": summary})
-    print(json.dumps(summary, indent=2, default=str))
+            write_result(args.out_stem, device, {"runs": runs, "summary": summary})
+    print(json.dumps(summarize(runs), indent=2, default=str))
     return 0
 
 
