@@ -203,9 +203,14 @@ _add(Recipe(
 # TTA (benchmarks/tta.py, one fast run): the image + its mirror 92.88%, flips x 1-px shifts
 # (10 views, 5x the forward passes) 92.63%, one view 92.45%; shifted views, never seen in
 # training, cost accuracy. tta_probs now averages the 2 flip views.
-# Not yet measured for accuracy: stem "whiten-frozen" (whitening bias frozen, no input
-# gradient for block 1) trains 1.24x the images per CPU-second of "whiten" (571 vs 459,
-# median of 3 interleaved, tta.step_rate, loaded machine).
+# benchmarks/fast_variants.py (results/fast-variants-cpu.json; seeds 0-3 interleaved, TTA
+# = image + mirror; wall seconds swing with the shared machine's load, so speed is compared
+# as images per CPU-second of a step, --step-rates 5): fast as is 92.72% median (92.61-
+# 92.87). Stem "whiten-frozen" (whitening bias frozen, no input gradient for block 1):
+# 1.22x the step rate (1743 vs 1424) but 92.56% in 3 epochs (seeds 0-2), and 92.99%
+# (92.77-93.09) in 4 epochs, which cost 1.07x fast's training (51.5 vs 48.0 s, seed 3 on
+# a quiet machine): short of 93.0% and slower, not taken. Progressive resizing (first of 4
+# epochs at 20 px, `epoch_sizes=(20,)`, whiten-frozen): 91.76% (seed 0), dropped.
 _add(Recipe(
     name="fast", model="fastnet",
     model_kwargs={"widths": (32, 64, 128), "residual": False, "stem": "whiten"},
