@@ -8,6 +8,7 @@ import torch
 
 from fmnist.callbacks import Callback, CallbackList, ProgressBar
 from fmnist.datasets import Split
+from fmnist.errors import ConfigError
 from fmnist.loop import Loop, Meters, TrainData, TrainState, fit, train_step, validate
 from fmnist.models import create_model
 from fmnist.recipes import resolve_recipe
@@ -195,3 +196,36 @@ def test_the_bar_reads_the_meters_every_n_steps_only(tmp_path, monkeypatch):
     fit(loop)
     monkeypatch.undo()
     assert count["n"] <= 3 + 2 * 2  # the row, plus two reads at steps 5 and 10
+
+
+def test_train_data_resizes_batches_when_a_size_is_set():
+    images = torch.full((8, 28, 28), 200, dtype=torch.uint8)
+    data = TrainData(images, torch.zeros(8, dtype=torch.int64), 4, 0.5, 0.25)
+    perm, gen = torch.arange(8), torch.Generator()
+    assert data.batch(perm, 0, gen)[0].shape == (4, 1, 28, 28)
+    data.size = 20
+    x, y = data.batch(perm, 1, gen)
+    assert x.shape == (4, 1, 20, 20) and len(y) == 4
+    torch.testing.assert_close(x, torch.full_like(x, (200 / 255 - 0.5) / 0.25))
+
+
+class _Sizes(Callback):
+    def __init__(self) -> None:
+        self.sizes: list[int | None] = []
+
+    def on_epoch_begin(self, loop: Loop) -> None:
+        self.sizes.append(loop.data.size)
+
+
+def test_epoch_sizes_resize_the_first_epochs_only(tmp_path):
+    sizes = _Sizes()
+    kw = {"widths": (8, 16), "residual": False}
+    reason = fit(_loop(tmp_path, [sizes], n=64, model="fastnet", model_kwargs=kw, epochs=3,
+                       epoch_sizes=(16, 20)))
+    assert reason == "" and sizes.sizes == [16, 20, None]
+
+
+@pytest.mark.parametrize("sizes", [(30,), (4,), ("x",)])
+def test_epoch_sizes_outside_8_to_28_are_refused(sizes):
+    with pytest.raises(ConfigError, match="epoch_sizes"):
+        resolve_recipe("fast", epoch_sizes=sizes)

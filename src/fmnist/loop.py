@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .callbacks import CallbackList
 from .datasets import Split
@@ -137,6 +138,7 @@ class TrainData:
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     memory_format: torch.memory_format = torch.contiguous_format
     ctx: DistContext = field(default_factory=DistContext)
+    size: int | None = None  # resize batches to size x size (progressive resizing)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -149,6 +151,9 @@ class TrainData:
         x = self.images[idx].unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28) in [0,1]
         if self.augment is not None:
             x = self.augment(x, gen)
+        if self.size is not None and self.size != x.shape[-1]:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                              antialias=True, align_corners=False)
         x = ((x - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         return x, self.labels[idx]
 
@@ -223,6 +228,8 @@ class Loop:
         seed = self.recipe.seed
         self.perm = epoch_permutation(len(self.data), seed, epoch, self.device)
         self.gen = epoch_generator(seed, epoch, self.device, self.ctx.rank)
+        sizes = self.recipe.epoch_sizes
+        self.data.size = sizes[epoch - 1] if epoch <= len(sizes) else None
         partial, self.partial = self.partial, None
         if partial:  # resuming mid-epoch: self.step is where it stopped
             self.gen.set_state(partial["gen"])

@@ -43,6 +43,8 @@ class Recipe:
     grad_clip: float | None = None  # max global gradient norm
     ema_decay: float | None = None  # weight EMA, evaluated and saved when set
     augment: tuple[str, ...] = ()  # see fmnist.augment, e.g. ("flip", "translate:2")
+    epoch_sizes: tuple[int, ...] = ()  # progressive resizing: image side of epochs 1, 2, ...
+    # (after augmentation, antialiased); later epochs at the data's own size
     val_fraction: float = 0.0  # stratified hold-out of the training set
     monitor: str = "auto"  # val_loss | val_acc | train_loss | train_acc; auto: val_loss if val
     patience: int | None = None  # early stopping after this many epochs without improvement
@@ -61,6 +63,8 @@ class Recipe:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(self.augment))
+        object.__setattr__(self, "epoch_sizes", tuple(
+            int(v) if str(v).strip().isdigit() else v for v in self.epoch_sizes))
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
 
     @property
@@ -117,6 +121,8 @@ class Recipe:
             raise bad("patience", "an integer >= 1, or None for no early stopping")
         for spec in self.augment:
             parse_augment(spec)
+        if any(not isinstance(v, int) or not 8 <= v <= 28 for v in self.epoch_sizes):
+            raise bad("epoch_sizes", "image sides in [8, 28] per epoch, e.g. (20,)")
         if not 0 <= self.freeze_epochs < self.epochs:
             raise bad("freeze_epochs", f"an integer in [0, epochs={self.epochs})")
         if self.freeze_epochs and self.init is None:
@@ -133,6 +139,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["augment"] = list(self.augment)
+        d["epoch_sizes"] = list(self.epoch_sizes)
         return d
 
     @classmethod
@@ -196,9 +203,14 @@ _add(Recipe(
 # TTA (benchmarks/tta.py, one fast run): the image + its mirror 92.88%, flips x 1-px shifts
 # (10 views, 5x the forward passes) 92.63%, one view 92.45%; shifted views, never seen in
 # training, cost accuracy. tta_probs now averages the 2 flip views.
-# Not yet measured for accuracy: stem "whiten-frozen" (whitening bias frozen, no input
-# gradient for block 1) trains 1.24x the images per CPU-second of "whiten" (571 vs 459,
-# median of 3 interleaved, tta.step_rate, loaded machine).
+# benchmarks/fast_variants.py (results/fast-variants-cpu.json; seeds 0-3 interleaved, TTA
+# = image + mirror; wall seconds swing with the shared machine's load, so speed is compared
+# as images per CPU-second of a step, --step-rates 5): fast as is 92.72% median (92.61-
+# 92.87). Stem "whiten-frozen" (whitening bias frozen, no input gradient for block 1):
+# 1.22x the step rate (1743 vs 1424) but 92.56% in 3 epochs (seeds 0-2), and 92.99%
+# (92.77-93.09) in 4 epochs, which cost 1.07x fast's training (51.5 vs 48.0 s, seed 3 on
+# a quiet machine): short of 93.0% and slower, not taken. Progressive resizing (first of 4
+# epochs at 20 px, `epoch_sizes=(20,)`, whiten-frozen): 91.76% (seed 0), dropped.
 _add(Recipe(
     name="fast", model="fastnet",
     model_kwargs={"widths": (32, 64, 128), "residual": False, "stem": "whiten"},

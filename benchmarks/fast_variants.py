@@ -1,0 +1,136 @@
+"""Variants of the `fast` recipe, trained side by side: test accuracy (with TTA) and time.
+
+    python benchmarks/fast_variants.py [--variants base,wf4,wf4-p20] [--seeds 0,1,2]
+                                       [--out-stem fast-variants] [--append]
+                                       [--step-rates REPEATS]
+
+Seeds run in the outer loop and variants alternately in the inner one, so a machine
+whose load changes affects every variant alike. Each run is `fmnist.train("fast",
+**overrides)` as the CLI trains it (calibration hold-out, final test evaluation with the
+recipe's TTA), without the report. Writes ``benchmarks/results/<out-stem>-<device>.json``:
+every run (seed, test accuracy, training seconds, whole train() seconds) and per variant
+the medians and the ratio of its median training time to ``base``'s. ``--append`` adds
+runs to the file's (a study in several sittings); ``--step-rates`` only measures each
+variant's images per CPU-second of a training step (wall-clock seconds on a shared
+machine mostly measure the other jobs) into the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS, device_tag, select_device, write_result
+
+from fmnist.datasets import load_dataset
+from fmnist.devices import use_bf16
+from fmnist.models import create_model
+from fmnist.recipes import resolve_recipe
+from fmnist.runs import read_history
+from fmnist.training import train
+
+_WF = {"model_kwargs": {"widths": (32, 64, 128), "residual": False, "stem": "whiten-frozen"}}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "wf3": {**_WF},
+    "wf4": {**_WF, "epochs": 4},
+    "wf4-p20": {**_WF, "epochs": 4, "epoch_sizes": (20,)},
+    "wf4-p16": {**_WF, "epochs": 4, "epoch_sizes": (16,)},
+    "wf5-p20": {**_WF, "epochs": 5, "epoch_sizes": (20, 20)},
+    "p20": {"epochs": 4, "epoch_sizes": (20,)},
+}
+
+
+def run_variant(name: str, seed: int, ds, device: str) -> dict[str, Any]:
+    """Train one variant with one seed in a temporary folder; its figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train("fast", out=Path(tmp) / "run", data=ds, device=device, seed=seed,
+              **VARIANTS[name])
+        wall = time.perf_counter() - t0
+        metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
+        seconds = sum(float(r["seconds"]) for r in read_history(Path(tmp) / "run"))
+    row = {"variant": name, "seed": seed, "test_acc": metrics["accuracy"],
+           "train_seconds": round(seconds, 1), "train_call_seconds": round(wall, 1)}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def step_rates(names: list[str], repeats: int, device: str) -> dict[str, float]:
+    """Median images per CPU-second of a training step of each variant's model on 28x28
+    batches (a resized first epoch is not modelled), measured alternately (tta.step_rate)."""
+    from tta import step_rate
+
+    dev = select_device(device)
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(repeats):
+        for n in names:
+            recipe = resolve_recipe("fast", **VARIANTS[n])
+            model = create_model(recipe.model, num_classes=10, **recipe.model_kwargs)
+            rates[n].append(step_rate(model, dev, use_bf16(dev, recipe.precision)))
+    return {n: round(statistics.median(v)) for n, v in rates.items()}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r["variant"] for r in runs):
+        rs = [r for r in runs if r["variant"] == name]
+        accs = [r["test_acc"] for r in rs]
+        out[name] = {"overrides": VARIANTS[name],
+                     "seeds": len(rs), "test_acc_median": statistics.median(accs),
+                     "test_acc_min": min(accs), "test_acc_max": max(accs),
+                     "train_seconds_median": statistics.median(r["train_seconds"] for r in rs)}
+    if "base" in out:
+        for s in out.values():
+            s["train_time_vs_base"] = round(
+                s["train_seconds_median"] / out["base"]["train_seconds_median"], 3)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variants", default="base,wf4,wf4-p20",
+                   help=f"comma-separated, from {', '.join(VARIANTS)}")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out-stem", default="fast-variants")
+    p.add_argument("--step-rates", type=int, metavar="REPEATS",
+                   help="only measure each variant's training-step rate, REPEATS times")
+    p.add_argument("--append", action="store_true",
+                   help="keep the runs already in the result file; skip their variant+seed")
+    args = p.parse_args(argv)
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    device = select_device(args.device)
+    path = RESULTS / f"{args.out_stem}-{device_tag(device)}.json"
+    old = json.loads(path.read_text()) if args.append and path.is_file() else {}
+    runs = old.get("runs", [])
+    if args.step_rates:
+        rates = step_rates(names, args.step_rates, args.device)
+        print(json.dumps(rates))
+        write_result(args.out_stem, device, {**{k: old[k] for k in ("runs", "summary")
+                                                if k in old}, "step_rates": rates})
+        return 0
+    ds = load_dataset("fashion-mnist")
+    done = {(r["variant"], r["seed"]) for r in runs}
+    for seed in args.seeds.split(","):
+        for name in names:  # written after every run: an interrupted study keeps its runs
+            if (name, int(seed)) in done:
+                continue
+            runs.append(run_variant(name, int(seed), ds, args.device))
+            summary = summarize(runs)
+            kept = {k: old[k] for k in ("step_rates",) if k in old}
+            write_result(args.out_stem, device, {"runs": runs, "summary": summary, **kept})
+    print(json.dumps(summarize(runs), indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
