@@ -27,6 +27,7 @@ from torch import nn
 
 from .datasets import Split, stratified_split
 from .errors import ConfigError
+from .evaluation import BATCH_SIZE, normalize, tta_probs
 from .metrics import reliability_table
 
 log = logging.getLogger("fmnist")
@@ -144,12 +145,11 @@ def calibration_split(train: Split, val: Split | None, seed: int
 def view_logits_and_features(model: nn.Module, images: np.ndarray, *, mean: float, std: float,
                              device: torch.device | str = "cpu", tta: bool = False,
                              bf16: bool = False, channels_last: bool = True,
-                             batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                             batch_size: int = BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """(V, N, C) float32 logits of every view the recipe serves (V = 2 with TTA, else 1)
     and the (N, D) penultimate features of the un-augmented view, with the same precision
     and memory format as :func:`fmnist.evaluation.predict_probs`."""
     from .devices import autocast
-    from .evaluation import normalize, tta_probs
     from .ood import feature_tap
 
     device = torch.device(device)

@@ -21,6 +21,8 @@ from .errors import ConfigError
 from .metrics import compute_metrics
 from .ood import feature_tap
 
+BATCH_SIZE = 1024  # images per forward pass; one value, so every path rounds alike
+
 
 def normalize(x_uint8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """(B, 28, 28) or (B, 1, 28, 28) uint8 -> (B, 1, 28, 28) float ``(x / 255 - mean) / std``:
@@ -40,7 +42,7 @@ def predict_probs(
     device: torch.device | str = "cpu",
     bf16: bool = False,
     channels_last: bool = True,
-    batch_size: int = 1024,
+    batch_size: int = BATCH_SIZE,
     tta: bool = False,
     temperature: float = 1.0,
 ) -> np.ndarray:
@@ -64,7 +66,7 @@ def predict_scored(
     device: torch.device | str = "cpu",
     bf16: bool = False,
     channels_last: bool = True,
-    batch_size: int = 1024,
+    batch_size: int = BATCH_SIZE,
     tta: bool = False,
     temperature: float = 1.0,
     scorer: nn.Module | None = None,
