@@ -6,17 +6,15 @@ PIL's font, three kinds of noise, and -- with ``--photos DIR`` -- clothing-datas
 ``validation/`` photos labelled -1 (hats, shorts, skirts...) against its labelled ones,
 both through :func:`fmnist.preprocess.preprocess` (validation photos are measured only).
 
-Five scores from the same forward pass are compared (higher = less like the training
+Six scores from the same forward pass are compared (higher = less like the training
 data): ``msp`` (1 - calibrated max probability), ``energy`` (-logsumexp of the logits),
 ``mahalanobis`` (nearest class mean, shared covariance), ``knn`` (cosine distance to the
-10th nearest of 20,000 training images) and ``stored``, the model's own
-:class:`fmnist.ood.OodScorer` (relative Mahalanobis + normalized-feature Mahalanobis). With
-``--photos``, two outlier-exposure scores that use clothing-dataset-small ``train/`` photos
-(never ``validation/``): ``oe_knn``, the distance to the nearest in-distribution training
-feature (Fashion-MNIST + labelled training photos) minus that to the nearest training
-photo labelled -1, and ``stored_oe`` = stored + :data:`OE_WEIGHT` x oe_knn (both standardized
-on 2,000 training images that are in neither bank). The stored
-threshold's rejection rates are reported beside them, as is the cost of the score::
+10th nearest of 20,000 training images), ``relative`` (relative Mahalanobis +
+normalized-feature Mahalanobis, the stored score's Fashion-MNIST branch) and ``stored``, the
+model's own :class:`fmnist.ood.OodScorer` (``gated`` when the run was fitted with the
+clothing photos: :mod:`fmnist.ood_photos`). The stored threshold's rejection rates are
+reported beside them (for ``photos-minus1`` the "in" side is the labelled validation
+photos), as is the cost of the score::
 
     python benchmarks/ood.py runs/fast --photos ../shared/photos --threads 1
 
@@ -39,13 +37,10 @@ from PIL import Image, ImageDraw, ImageFont
 from fmnist.calibration import view_logits_and_features
 from fmnist.checkpoints import load_model
 from fmnist.datasets import load_dataset, stratified_split
-from fmnist.ood import FIT_IMAGES, OodScorer, auroc, fpr_at_tpr
+from fmnist.ood import FIT_IMAGES, OodScorer, auroc, fpr_at_tpr, kth_nearest
 
 log = logging.getLogger("fmnist")
 KNN_K = 10
-OE_WEIGHT = 3.0
-"""Weight of ``oe_knn`` in ``stored_oe``, chosen on `fast` by sweeping 1..8: higher trades
-Fashion-MNIST-vs-synthetic AUROC for labelled-vs-(-1) photo AUROC."""
 
 
 # --------------------------------------------------------------------------- OOD sets
@@ -106,67 +101,33 @@ def photos(root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def kth_distance(f: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Tensor:
-    """(N,) cosine distance of each L2-normalized row of ``f`` to its k-th nearest in ``bank``."""
-    return torch.cat([(1 - f[i:i + 1024] @ bank.T).topk(k, 1, largest=False).values[:, -1]
-                      for i in range(0, len(f), 1024)])
+    """(N,) cosine distance of each unit row of ``f`` to its k-th nearest in ``bank``."""
+    return torch.cat([kth_nearest(f[i:i + 1024], bank, k) for i in range(0, len(f), 1024)])
 
 
-def all_scores(model, meta, images: np.ndarray, banks: dict, device) -> dict:
-    """Every method's (N,) score for ``images`` from one forward pass. With outlier banks
-    (``--photos``), ``oe_knn`` is outlier exposure by nearest neighbours: the distance to
-    the nearest in-distribution training feature (Fashion-MNIST and labelled training
-    photos) minus the distance to the nearest training photo labelled -1."""
+def all_scores(model, meta, images: np.ndarray, bank: torch.Tensor, device) -> dict:
+    """Every method's (N,) score for ``images`` from one forward pass."""
     logits, feats = view_logits_and_features(model, images, mean=meta.mean, std=meta.std,
                                              device=device)
     z = logits[0]
     probs = torch.softmax(z / meta.temperature, 1)
     f = torch.nn.functional.normalize(feats, dim=1)
-    plain = OodScorer.from_meta({**meta.ood, "method": "mahalanobis"})
-    out = {"msp": (1 - probs.max(1).values).numpy(),
-           "energy": (-torch.logsumexp(z, 1)).numpy(),
-           "mahalanobis": plain(feats, z).numpy(),
-           "knn": kth_distance(f, banks["fmnist"], KNN_K).numpy(),
-           "stored": OodScorer.from_meta(meta.ood)(feats, z).numpy()}
-    if "outliers" in banks:
-        out["oe_knn"] = (kth_distance(f, banks["inside"], 1)
-                         - kth_distance(f, banks["outliers"], 1)).numpy()
-    return out
+    as_method = {m: OodScorer.from_meta({**meta.ood, "method": m})
+                 for m in ("mahalanobis", "relative")}
+    return {"msp": (1 - probs.max(1).values).numpy(),
+            "energy": (-torch.logsumexp(z, 1)).numpy(),
+            "mahalanobis": as_method["mahalanobis"](feats, z).numpy(),
+            "knn": kth_distance(f, bank, KNN_K).numpy(),
+            "relative": as_method["relative"](feats, z).numpy(),
+            "stored": OodScorer.from_meta(meta.ood)(feats, z).numpy()}
 
 
-def add_combined(scores: list[dict], held: dict) -> None:
-    """``stored_oe``: the stored score plus :data:`OE_WEIGHT` x ``oe_knn``, each
-    standardized like the stored parts (median 0, 95th percentile 1) on
-    Fashion-MNIST training images that are in no bank."""
-    def standard(key: str, v: np.ndarray) -> np.ndarray:
-        c = np.median(held[key])
-        return (v - c) / (np.quantile(held[key], 0.95) - c)
-
-    for s in scores:
-        s["stored_oe"] = standard("stored", s["stored"]) + OE_WEIGHT * standard("oe_knn",
-                                                                                s["oe_knn"])
-
-
-def make_banks(model, meta, ds, photos_root: Path | None, device) -> tuple[dict, np.ndarray]:
-    """Normalized training features to compare with: ``fmnist`` (the 20,000 images the
-    scorer is fitted on), and with photos ``inside`` (those + the labelled training photos)
-    and ``outliers`` (the training photos labelled -1); and 2,000 other training images,
-    in no bank (the model may have trained on them), to standardize with."""
-    from fmnist.photo_data import load_photo_split
-
-    rest, keep = stratified_split(ds.train.labels, FIT_IMAGES / len(ds.train), 0)
-    _, held = stratified_split(ds.train.labels[rest], 2000 / len(rest), 1)
-
-    def feats(images: np.ndarray) -> torch.Tensor:
-        _, f = view_logits_and_features(model, images, mean=meta.mean, std=meta.std,
-                                        device=device)
-        return torch.nn.functional.normalize(f, dim=1)
-
-    banks = {"fmnist": feats(ds.train.images[keep])}
-    if photos_root is not None:
-        train = load_photo_split("train", photos_root)
-        banks["inside"] = torch.cat([banks["fmnist"], feats(train.images[train.labels >= 0])])
-        banks["outliers"] = feats(train.images[train.labels < 0])
-    return banks, ds.train.images[rest[held]]
+def fmnist_bank(model, meta, ds, device) -> torch.Tensor:
+    """Unit features of the 20,000 training images the scorer's Gaussians are fitted on."""
+    _, keep = stratified_split(ds.train.labels, FIT_IMAGES / len(ds.train), 0)
+    _, f = view_logits_and_features(model, ds.train.images[keep], mean=meta.mean,
+                                    std=meta.std, device=device)
+    return torch.nn.functional.normalize(f, dim=1)
 
 
 def score_cost(model, meta, images: np.ndarray, device, repeats: int = 5) -> dict:
@@ -224,23 +185,22 @@ def main() -> None:
     if not meta.ood:
         raise SystemExit(f"{args.run}: no OOD scorer in model.pt; run `fmnist calibrate`.")
     ds = load_dataset(meta.dataset, args.data_dir)
-    banks, held = make_banks(model, meta, ds, args.photos, device)
+    bank = fmnist_bank(model, meta, ds, device)
 
     sets = {"digits": digits(), "glyphs": glyphs(), **noise()}
-    inside = all_scores(model, meta, ds.test.images, banks, device)
-    pairs = {name: (inside, all_scores(model, meta, imgs, banks, device))
-             for name, imgs in sets.items()}
     if args.photos:
-        known, none = photos(args.photos)
-        pairs["photos-minus1"] = (all_scores(model, meta, known, banks, device),
-                                  all_scores(model, meta, none, banks, device))
-        add_combined([inside, *(b for _, b in pairs.values()), pairs["photos-minus1"][0]],
-                     all_scores(model, meta, held, banks, device))
+        sets["photos-minus1"] = photos(args.photos)
+    inside = all_scores(model, meta, ds.test.images, bank, device)
+    pairs = {name: (all_scores(model, meta, imgs[0], bank, device), all_scores(
+        model, meta, imgs[1], bank, device)) if isinstance(imgs, tuple)
+             else (inside, all_scores(model, meta, imgs, bank, device))
+             for name, imgs in sets.items()}
     t = meta.ood["threshold"]
     payload = {"run": str(args.run), "recipe": meta.recipe, "threads": torch.get_num_threads(),
                "temperature": meta.temperature,
                "ood_method": meta.ood["method"], "threshold": t, "knn_k": KNN_K,
-               "oe_weight": OE_WEIGHT if args.photos else None,
+               "ood_fit_photos": len(meta.ood.get("bank_in", ())) + len(
+                   meta.ood.get("bank_out", ())),
                "sets": table_of(pairs, t),
                "cost": score_cost(model, meta, ds.test.images[:2048], device)}
     path = write_result("ood", device, payload)

@@ -12,9 +12,11 @@ import torch
 from PIL import Image
 
 from fmnist.cli import main
+from fmnist.errors import ModelFileError
 from fmnist.inference import Predictor
 from fmnist.models import create_model, list_models
 from fmnist.ood import (
+    GATE_POWER,
     OodScorer,
     auroc,
     feature_tap,
@@ -22,6 +24,7 @@ from fmnist.ood import (
     fit_scorer,
     fpr_at_tpr,
     last_linear,
+    photo_parts,
     threshold_for,
 )
 
@@ -70,6 +73,95 @@ def test_relative_scorer_is_standardized_and_accepts_95_percent_of_held_out_data
     assert auroc(s_in, s_out) > 0.99 and (s_out > scorer.threshold).mean() > 0.98
     again = OodScorer.from_meta(scorer.to_meta())
     torch.testing.assert_close(again(held, None), scorer(held, None))
+
+
+def _photos(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Constructed "photo" features: the same 3 classes in another region of feature space,
+    plus a 4th group labelled -1 (the outliers the photo branch learns)."""
+    f, y = _clusters(n, seed, shift=np.array([30.0, 0, 30.0, 0, 0, 0, 0, 0]))
+    out = np.random.default_rng(seed).random(n) < 0.25
+    f[out] += np.array([0, 0, 0, 9.0, 0, -9.0, 0, 0])
+    return f, np.where(out, -1, y)
+
+
+def _gated(train_seed: int = 0) -> tuple[OodScorer, torch.Tensor]:
+    f_train, y_train = _clusters(3000, train_seed)
+    held = torch.as_tensor(_clusters(1000, 1)[0], dtype=torch.float32)
+    scorer = fit_scorer(f_train, y_train, 3, held, torch.zeros(len(held), 3), "gated",
+                        photos=_photos(1200, 5))
+    return scorer, held
+
+
+def test_gated_scorer_keeps_threshold_semantics_and_ranks_minus1_photos_above_labelled():
+    scorer, held = _gated()
+    assert scorer.method == "gated"
+    s_held = scorer(held, None)
+    assert s_held.shape == (len(held),)
+    assert (s_held.numpy() <= scorer.threshold).mean() == pytest.approx(0.95, abs=0.002)
+    f_new, _ = _clusters(2000, 3)
+    s_new = scorer(torch.as_tensor(f_new, dtype=torch.float32), None).numpy()
+    assert (s_new <= scorer.threshold).mean() == pytest.approx(0.95, abs=0.02)
+    f_ph, y_ph = _photos(800, 6)  # fresh photos, never fitted on
+    f_ph = torch.as_tensor(f_ph, dtype=torch.float32)
+    stats = {name: getattr(scorer, name) for name in OodScorer.PHOTO_STATS}
+    branch = ((photo_parts(f_ph, stats) - scorer.photo_center) / scorer.photo_scale).max(1)
+    p = branch.values.numpy()
+    assert auroc(p[y_ph >= 0], p[y_ph < 0]) > 0.95
+    # standardized on out-of-fold labelled photos: ~95% of new labelled photos are "in"
+    assert (p[y_ph >= 0] <= 1.0).mean() == pytest.approx(0.95, abs=0.05)
+    g = torch.sigmoid(torch.nn.functional.normalize(f_ph, dim=1) @ scorer.gate_w
+                      + scorer.gate_b) ** GATE_POWER
+    assert g.mean() > 0.8
+    base = OodScorer.from_meta({**scorer.to_meta(), "method": "relative"})(f_ph, None)
+    base = (base - scorer.base_std[0]) / scorer.base_std[1]
+    torch.testing.assert_close(scorer(f_ph, None), (1 - g) * base + g * branch.values)
+    far = torch.as_tensor(_clusters(500, 2, shift=np.array([0, 12.0, 0, 0, -12.0, 0, 0, 0]))[0],
+                          dtype=torch.float32)
+    assert auroc(s_new, scorer(far, None).numpy()) > 0.99
+
+
+def test_gated_scorer_round_trips_through_meta_with_a_compact_fp16_bank():
+    scorer, held = _gated()
+    meta = scorer.to_meta()
+    assert meta["bank_in"].dtype == torch.float16 and meta["bank_out"].dtype == torch.float16
+    assert len(meta["bank_in"]) + len(meta["bank_out"]) == 1200
+    again = OodScorer.from_meta(meta)
+    torch.testing.assert_close(again(held, None), scorer(held, None))
+    with pytest.raises(ModelFileError, match="photo statistics"):
+        OodScorer.from_meta({k: v for k, v in meta.items() if k != "bank_out"})
+
+
+def test_gated_falls_back_to_relative_without_photos_or_with_too_few():
+    f_train, y_train = _clusters(3000, 0)
+    held = torch.as_tensor(_clusters(1000, 1)[0], dtype=torch.float32)
+    args = (f_train, y_train, 3, held, torch.zeros(len(held), 3), "gated")
+    plain = fit_scorer(*args)
+    assert plain.method == "relative" and "bank_in" not in plain.to_meta()
+    f_ph, y_ph = _photos(200, 5)
+    assert fit_scorer(*args, photos=(f_ph, np.abs(y_ph))).method == "relative"  # no -1 photo
+    relative = fit_scorer(*args[:5], "relative")
+    torch.testing.assert_close(plain(held, None), relative(held, None))
+
+
+def test_a_scorer_saved_before_the_gated_method_still_loads():
+    f_train, y_train = _clusters(3000, 0)
+    held = torch.as_tensor(_clusters(1000, 1)[0], dtype=torch.float32)
+    scorer = fit_scorer(f_train, y_train, 3, held, torch.zeros(len(held), 3), "relative")
+    old = {k: v for k, v in scorer.to_meta().items()
+           if k in ("method", "threshold", *OodScorer.STATS)}
+    torch.testing.assert_close(OodScorer.from_meta(old)(held, None), scorer(held, None))
+
+
+def test_training_photos_are_none_without_the_photos_or_for_other_classes(
+        monkeypatch, tmp_path):
+    from fmnist.ood_photos import training_photos
+
+    monkeypatch.delenv("FMNIST_PHOTOS_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    from fmnist.datasets import DATASETS
+
+    assert training_photos(DATASETS.get("fashion-mnist").classes) is None
+    assert training_photos(("cat", "dog")) is None
 
 
 def test_energy_score_is_higher_for_flat_logits():
@@ -139,6 +231,35 @@ def test_onnx_graph_gives_the_torch_calibrated_probs_and_score(run_dir, onnx_fil
     torch_p.tta = onnx_p.tta = True
     np.testing.assert_allclose(onnx_p.predict_proba(images[:8]),
                                torch_p.predict_proba(images[:8]), atol=1e-4)
+
+
+def test_onnx_graph_computes_the_gated_score_like_torch(tiny_run_copy, learnable_dataset):
+    """A gated scorer (photo bank, gate, photo Gaussian) fitted on the tiny run's features,
+    with some training images standing in for photos, exported inside the ONNX graph."""
+    from fmnist.calibration import view_logits_and_features
+    from fmnist.checkpoints import load_model, save_model
+    from fmnist.export import export_onnx
+
+    run = tiny_run_copy("ood-gated")
+    model, meta = load_model(run)
+    tr = learnable_dataset.train
+
+    def feats(images: np.ndarray) -> torch.Tensor:
+        return view_logits_and_features(model, images, mean=meta.mean, std=meta.std)[1]
+
+    photo_labels = np.where(tr.labels[600:900] >= 8, -1, tr.labels[600:900])
+    held = feats(tr.images[900:1100])
+    scorer = fit_scorer(feats(tr.images[:600]).numpy(), tr.labels[:600], 10, held,
+                        torch.zeros(len(held), 10), "gated",
+                        photos=(feats(tr.images[600:900]).numpy(), photo_labels))
+    assert scorer.method == "gated"
+    save_model(run / "model.pt", model, type(meta).from_dict({**meta.to_dict(),
+                                                             "ood": scorer.to_meta()}))
+    path = export_onnx(run, dataset=learnable_dataset).path
+    images = np.concatenate([learnable_dataset.test.images[:64], _odd_images()])
+    s_t = Predictor.from_path(run, backend="torch", device="cpu").scored_of(images)[1]
+    s_o = Predictor.from_path(path).scored_of(images)[1]
+    np.testing.assert_allclose(s_o, s_t, rtol=1e-3, atol=1e-3)
 
 
 def test_score_separates_training_like_inputs_from_odd_ones(run_dir, learnable_dataset):

@@ -194,8 +194,9 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
         _, keep = stratified_split(train.labels, FIT_IMAGES / len(train), 0)
         train = train.subset(keep)
     _, train_feats = view_logits_and_features(model, train.images, **kw)
+    photos = _photo_features(model, meta, kw) if (method or DEFAULT_METHOD) == "gated" else None
     scorer = fit_scorer(train_feats.numpy(), train.labels, len(meta.classes), cal_feats,
-                        cal_logits[0], method or DEFAULT_METHOD)
+                        cal_logits[0], method or DEFAULT_METHOD, photos=photos)
     labels = calibration.labels
     before = _served_probs(cal_logits.double(), 1.0).numpy()
     after = _served_probs(cal_logits.double(), temperature).numpy()
@@ -203,13 +204,26 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
         "temperature": temperature, "temperature_single": single, "tta": tta,
         "calibration_images": len(labels),
         "ood_method": scorer.method, "ood_threshold": scorer.threshold,
-        "ood_fit_images": len(train),
+        "ood_fit_images": len(train), "ood_fit_photos": 0 if photos is None else len(photos[1]),
         "calibration_split_before": calibration_measures(before, labels),
         "calibration_split_after": calibration_measures(after, labels),
     }
     new_meta = ModelMeta.from_dict({**meta.to_dict(), "temperature": temperature,
                                     "temperature_single": single, "ood": scorer.to_meta()})
     return new_meta, summary
+
+
+def _photo_features(model: nn.Module, meta: Any, kw: dict[str, Any]
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """(features, labels) of the clothing training photos for the gated OOD score, or None
+    when they are not here (:func:`fmnist.ood_photos.training_photos`)."""
+    from .ood_photos import training_photos
+
+    photos = training_photos(tuple(meta.classes))
+    if photos is None:
+        return None
+    _, feats = view_logits_and_features(model, photos[0], **kw)
+    return feats.numpy(), photos[1]
 
 
 def served_before_after(model: nn.Module, meta: Any, images: np.ndarray, *, tta: bool,
