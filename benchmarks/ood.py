@@ -18,7 +18,10 @@ photos), as is the cost of the score::
 
     python benchmarks/ood.py runs/fast --photos ../shared/photos --threads 1
 
-writes ``benchmarks/results/ood-cpu.json``.
+writes ``benchmarks/results/ood-cpu.json``; a run trained on photos (README)::
+
+    python benchmarks/photo_views_screen.py --init runs/fast --out runs/ph --repeat 4
+    python benchmarks/ood.py runs/ph --photos ../shared/photos --threads 1 --refit --stem ood-ph
 """
 
 from __future__ import annotations
@@ -130,6 +133,17 @@ def fmnist_bank(model, meta, ds, device) -> torch.Tensor:
     return torch.nn.functional.normalize(f, dim=1)
 
 
+def refit(model, meta, ds, device):
+    """``meta`` with the scorer fitted as training fits it (2,000 held-out training images,
+    the clothing photos when found), for runs ``fmnist calibrate`` cannot refit (a
+    ``photo_views_screen.py`` run: its training images may include those 2,000)."""
+    from fmnist.calibration import calibration_split, fit_calibration
+
+    train, cal, _ = calibration_split(ds.train, None, 0)
+    return fit_calibration(model, meta, calibration=cal, train=train, tta=False,
+                           device=device)[0]
+
+
 def score_cost(model, meta, images: np.ndarray, device, repeats: int = 5) -> dict:
     """ms per image of the torch forward with and without the stored score (batch 256,
     best of ``repeats``, the two interleaved so machine load hits both alike), and of the
@@ -176,15 +190,20 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's); "
                     "1 gives steadier timings on a busy machine")
+    ap.add_argument("--refit", action="store_true",
+                    help="refit the scorer here first (runs `fmnist calibrate` cannot redo)")
+    ap.add_argument("--stem", default="ood", help="results file stem (default: ood)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = select_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     model, meta = load_model(args.run, device)
+    ds = load_dataset("fashion-mnist" if args.refit else meta.dataset, args.data_dir)
+    if args.refit:
+        meta = refit(model, meta, ds, device)
     if not meta.ood:
         raise SystemExit(f"{args.run}: no OOD scorer in model.pt; run `fmnist calibrate`.")
-    ds = load_dataset(meta.dataset, args.data_dir)
     bank = fmnist_bank(model, meta, ds, device)
 
     sets = {"digits": digits(), "glyphs": glyphs(), **noise()}
@@ -203,7 +222,7 @@ def main() -> None:
                    meta.ood.get("bank_out", ())),
                "sets": table_of(pairs, t),
                "cost": score_cost(model, meta, ds.test.images[:2048], device)}
-    path = write_result("ood", device, payload)
+    path = write_result(args.stem, device, payload)
     log.info("cost %s\nwrote %s", payload["cost"], path)
 
 if __name__ == "__main__":
