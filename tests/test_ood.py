@@ -262,26 +262,33 @@ def test_onnx_graph_computes_the_gated_score_like_torch(tiny_run_copy, learnable
     np.testing.assert_allclose(s_o, s_t, rtol=1e-3, atol=1e-3)
 
 
-def test_fit_calibration_uses_the_photos_when_found_and_records_the_method(
+def test_fit_calibration_uses_the_photos_only_for_a_model_trained_on_them(
         tiny_run_copy, learnable_dataset, monkeypatch, tmp_path):
-    """Training photos found: ``gated``; none (the default here): ``relative``, never an error."""
+    """A model trained on Fashion-MNIST alone: ``relative`` even with photos here (it never
+    depends on a second dataset); trained on ``fashion-mnist+photos``: ``gated`` with the
+    photos, ``relative`` without them, never an error; the method is recorded."""
+    import dataclasses
+
     import fmnist.ood_photos
     from fmnist.calibration import fit_calibration
     from fmnist.checkpoints import load_model
+    from fmnist.photo_data import MIXED_NAME
 
     model, meta = load_model(tiny_run_copy("ood-fit"))
     tr = learnable_dataset.train
     kw = {"calibration": tr.subset(np.arange(900, 1100)), "train": tr.subset(np.arange(600)),
           "tta": False}
-    monkeypatch.delenv("FMNIST_PHOTOS_DIR", raising=False)
-    monkeypatch.chdir(tmp_path)  # no data/clothing-dataset-small/ there either
-    plain, summary = fit_calibration(model, meta, **kw)
-    assert plain.ood["method"] == "relative" and summary["ood_fit_photos"] == 0
     photos = (tr.images[600:900], np.where(tr.labels[600:900] >= 8, -1, tr.labels[600:900]))
     monkeypatch.setattr(fmnist.ood_photos, "training_photos", lambda classes: photos)
-    gated, summary = fit_calibration(model, meta, **kw)
+    plain, summary = fit_calibration(model, meta, **kw)
+    assert plain.ood["method"] == "relative" and summary["ood_fit_photos"] == 0
+    photo_meta = dataclasses.replace(meta, dataset=MIXED_NAME)
+    gated, summary = fit_calibration(model, photo_meta, **kw)
     assert gated.ood["method"] == "gated" and summary["ood_fit_photos"] == 300
     assert len(gated.ood["bank_in"]) + len(gated.ood["bank_out"]) == 300
+    monkeypatch.setattr(fmnist.ood_photos, "training_photos", lambda classes: None)
+    fallback, summary = fit_calibration(model, photo_meta, **kw)
+    assert fallback.ood["method"] == "relative" and summary["ood_fit_photos"] == 0
 
 
 def test_score_separates_training_like_inputs_from_odd_ones(run_dir, learnable_dataset):

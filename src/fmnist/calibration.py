@@ -183,7 +183,7 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
     OOD class means and covariance see up to :data:`fmnist.ood.FIT_IMAGES` ``train`` images.
     """
     from .checkpoints import ModelMeta
-    from .ood import DEFAULT_METHOD, FIT_IMAGES, fit_scorer
+    from .ood import FIT_IMAGES, fit_scorer, method_for
 
     model = model.float()
     kw = {"mean": meta.mean, "std": meta.std, "device": device}
@@ -194,9 +194,10 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
         _, keep = stratified_split(train.labels, FIT_IMAGES / len(train), 0)
         train = train.subset(keep)
     _, train_feats = view_logits_and_features(model, train.images, **kw)
-    photos = _photo_features(model, meta, kw) if (method or DEFAULT_METHOD) == "gated" else None
+    method = method or method_for(meta.dataset)
+    photos = _photo_features(model, meta, kw) if method == "gated" else None
     scorer = fit_scorer(train_feats.numpy(), train.labels, len(meta.classes), cal_feats,
-                        cal_logits[0], method or DEFAULT_METHOD, photos=photos)
+                        cal_logits[0], method, photos=photos)
     labels = calibration.labels
     before = _served_probs(cal_logits.double(), 1.0).numpy()
     after = _served_probs(cal_logits.double(), temperature).numpy()

@@ -64,8 +64,11 @@ from .errors import ConfigError, ModelFileError
 log = logging.getLogger("fmnist")
 
 METHODS = ("gated", "relative", "mahalanobis", "energy")
-DEFAULT_METHOD = "gated"
-"""Falls back to ``relative`` when the clothing photos are not found."""
+DEFAULT_METHOD = "relative"
+"""For models trained on Fashion-MNIST alone; see :func:`method_for`."""
+PHOTO_METHOD = "gated"
+"""For models whose training data held the clothing photos (the ``photo`` recipe); falls
+back to ``relative`` when the photos are not found."""
 ACCEPT_RATE = 0.95
 """Share of held-out in-distribution images the threshold accepts."""
 FIT_IMAGES = 20000
@@ -77,6 +80,15 @@ GATE_POWER = 2.0
 digits take the photo branch (digits AUROC 0.979 on `fast`), 2 gives 0.988 for photos 0.840."""
 PHOTO_K = 3
 """k of the photo bank's k-th nearest neighbour (:mod:`fmnist.ood_photos`)."""
+
+
+def method_for(dataset: str) -> str:
+    """The OOD method training fits for a model trained on ``dataset``: ``gated`` only when
+    the clothing photos were part of its training data (``fashion-mnist+photos``), so a model
+    trained on Fashion-MNIST alone never depends on a second dataset being on the machine."""
+    from .photo_data import MIXED_NAME
+
+    return PHOTO_METHOD if dataset == MIXED_NAME else DEFAULT_METHOD
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
