@@ -100,7 +100,7 @@ def photos(doc: dict) -> str:
     synthetic = {}
     synth_path = RESULTS / "photos-synthetic-cpu.json"
     if synth_path.is_file():
-        synthetic = {Path(r["model"]).name: r["photos_fmnist_preprocess"]
+        synthetic = {r["model"]: r["photos_fmnist_preprocess"]
                      for r in json.loads(synth_path.read_text())["results"]}
     n = doc["photos"]
     lines = [f"| model | preprocessing | validation/ ({n.get('validation', 0)}) "
@@ -114,7 +114,7 @@ def photos(doc: dict) -> str:
         for model, sets in variant["results"].items():
             val, web = sets.get("validation"), sets.get("web-dev")
             diff = web["per_difficulty"] if web else {}
-            synth = synthetic.get(Path(model).name) if variant is doc["variants"][0] else None
+            synth = synthetic.get(model) if variant is doc["variants"][0] else None
             lines.append(
                 f"| `{Path(model).name}` | {label} | **{_pct(val and val['accuracy'])}** "
                 f"| **{_pct(web and web['accuracy'])}** "
@@ -157,7 +157,9 @@ def train_step(doc: dict) -> str:
 def ood(doc: dict) -> str:
     methods = ("msp", "energy", "mahalanobis", "knn", "relative", "stored")
     methods = tuple(m for m in methods if f"auroc_{m}" in next(iter(doc["sets"].values())))
-    lines = ["| in vs out | images in / out | " + " | ".join(f"AUROC {m}" for m in methods)
+    stored = f"stored ({doc['ood_method']})" if doc.get("ood_method") else "stored"
+    names = [stored if m == "stored" else m for m in methods]
+    lines = ["| in vs out | images in / out | " + " | ".join(f"AUROC {m}" for m in names)
              + " | FPR@95 stored | rejected at the stored threshold: in / out |",
              "|---|---:|" + "---:|" * len(methods) + "---:|---:|"]
     for name, r in doc["sets"].items():
@@ -237,6 +239,7 @@ def ensemble(doc: dict) -> str:
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "tta": ("tta-cpu.json", tta),
     "ood": ("ood-cpu.json", ood),
+    "ood-photo": ("ood-photo-cpu.json", ood),
     "inference-score": ("inference-score-cpu.json", inference_score),
     "baselines": ("baselines-cpu.json", baselines),
     "time-to-accuracy": ("time-to-accuracy-cpu.json", time_to_accuracy),

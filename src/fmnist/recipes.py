@@ -243,6 +243,9 @@ _add(Recipe(
 #   flips + affine:0.5, photos x4: 91.62%, 66.8%, 68.8% (easy 81.6%): below 92% on FMNIST
 #   flips, photos x10: 92.35%, 67.1%, 68.2% (easy 77.6%): within noise of x4, kept x4
 #   (`fast`, Fashion-MNIST only: 92.46%, 44.8%, 68.2%)
+# (those rows: the earlier `current` preprocessing). Today's default (colour+grabcut), the run
+# `fmnist train --recipe photo` leaves (seed 0, calibrated; benchmarks/photos.py, README):
+#   FMNIST test 92.86%, validation/ 75.8%, web-dev/ 65.6% (`fast`: 92.61%, 50.5%, 70.7%)
 # Raw-photo views (fmnist.photo_augment: crop, rotation, light, blur, JPEG, size changed
 # BEFORE preprocessing, so segmentation varies too), screened by fine-tuning the shared `fast`
 # run 1 epoch (lr 0.05) on 12,000 Fashion-MNIST images + photos, GrabCut preprocessing,
