@@ -18,10 +18,13 @@ photos), as is the cost of the score::
 
     python benchmarks/ood.py runs/fast --photos ../shared/photos --threads 1
 
-writes ``benchmarks/results/ood-cpu.json``; a run trained on photos (README)::
+writes ``benchmarks/results/ood-cpu.json``; the ``photo`` model (README)::
 
-    python benchmarks/photo_views_screen.py --init runs/fast --out runs/ph --repeat 4
-    python benchmarks/ood.py runs/ph --photos ../shared/photos --threads 1 --refit --stem ood-ph
+    fmnist train --recipe photo --out runs/photo
+    python benchmarks/ood.py runs/photo --photos ../shared/photos --threads 1 --stem ood-photo
+
+(``--refit`` fits the stored scorer again on the run's data first, with the photos, for a
+run that ``fmnist calibrate`` cannot refit.)
 """
 
 from __future__ import annotations
