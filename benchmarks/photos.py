@@ -5,7 +5,8 @@
 
 Every photo goes through ``fmnist.preprocess`` (what ``fmnist predict`` and ``fmnist serve``
 do), once per preprocessing variant (``PreprocessOptions.from_spec``: ``current`` or step
-names joined by ``+``), and each model classifies the result. The photos folder is the one
+names joined by ``+``), and each model classifies the result and its mirror, averaged, as
+they do by default (``--no-tta``: one view). The photos folder is the one
 described in ``../shared/photos/README.md``: ``--photos DIR``, else ``$FMNIST_PHOTOS_DIR``,
 else ``../shared/photos`` next to the repository. Both sets are for measuring only.
 
@@ -169,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="current",
                    help="comma-separated preprocessing variants, the first is the baseline")
     p.add_argument("--sets", default=",".join(SETS))
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="average each photo and its mirror, as `fmnist predict` does by "
+                   "default (--no-tta: one view)")
     p.add_argument("--mistakes", type=int, default=10, help="rows in the mistakes figure")
     p.add_argument("--scratch", help="folder OUTSIDE the repo for a web-dev mistakes sheet")
     p.add_argument("--out", default=str(RESULTS), help="results folder (default: %(default)s)")
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root = photos_dir(args.photos)
         sets = {name: load_set(root, name) for name in args.sets.split(",")}
-        predictors = {m: Predictor.from_path(m, backend="torch", device="cpu")
+        predictors = {m: Predictor.from_path(m, backend="torch", device="cpu", tta=args.tta)
                       for m in args.models.split(",")}
         variants = [run_variant(v, sets, predictors) for v in args.variants.split(",")]
     except FmnistError as exc:
@@ -203,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                               "test_accuracy": pr.meta.get("metrics", {}).get("test_acc")}
                           for m, pr in predictors.items()},
                "default_variant": default[0]["variant"] if default else DEFAULT_OPTIONS.spec,
+               "tta": args.tta,
                "variants": [v for v, _ in variants]}
     path = write_result("photos-real", select_device("cpu"), payload, folder=out)
     print(f"wrote {path}")

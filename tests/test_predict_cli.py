@@ -157,3 +157,24 @@ def test_onnx_backend_from_cli(run_dir, good_dir, capsys):
         return [line.rsplit(": ", 1)[1].split(" (")[0] for line in out.strip().splitlines()]
 
     assert classes(out_t) == classes(out_o) == classes(out_f)
+
+
+@pytest.mark.parametrize("flag, tta", [(None, True), ("--tta", True), ("--no-tta", False)])
+def test_predict_averages_the_mirror_unless_no_tta(run_dir, good_dir, capsys, flag, tta,
+                                                   learnable_dataset):
+    """The default is image + mirror (it paid on real photos); --no-tta gives one view; the
+    probabilities are the Python API's with the same setting."""
+    from fmnist.inference import Predictor
+
+    argv = ["predict", str(run_dir), str(good_dir / "a.png"), "--json", "--top-k", "10"]
+    code, out, _ = _run(capsys, *argv, *([flag] if flag else []))
+    assert code == 0
+    got = {p["class"]: p["probability"] for p in json.loads(out)[0]["predictions"]}
+    want = Predictor.from_path(run_dir, tta=tta, top_k=10).predict_proba(
+        learnable_dataset.test.images[:1])[0]
+    other = Predictor.from_path(run_dir, tta=not tta, top_k=10).predict_proba(
+        learnable_dataset.test.images[:1])[0]
+    classes = Predictor.from_path(run_dir).classes
+    ours = np.log(np.array([got[c] for c in classes]))  # log: this tiny model is sure
+    assert np.allclose(ours, np.log(want), rtol=1e-4, atol=1e-6)
+    assert not np.allclose(ours, np.log(other), rtol=1e-4, atol=1e-6)  # the settings differ

@@ -62,7 +62,8 @@ def small(run_dir: Path):
 
 @pytest.fixture(scope="module")
 def predictor(run_dir: Path) -> Predictor:
-    return Predictor.from_path(run_dir, device="cpu")
+    """The Python API with the server's default: the image and its mirror averaged."""
+    return Predictor.from_path(run_dir, device="cpu", tta=True)
 
 
 def encode(a: np.ndarray, fmt: str = "PNG", **kw) -> bytes:

@@ -38,8 +38,7 @@ def register_predict(sub: argparse._SubParsersAction) -> None:
                    help="write each image's preprocessing steps to DIR/<stem>.steps.png "
                    "(created if missing; earlier .steps.png files of the same name are "
                    "replaced)")
-    add_shared(p, "--backend", "--device")
-    p.add_argument("--tta", action="store_true", help="average over the image and its mirror")
+    add_shared(p, "--backend", "--device", "--tta")
     p.set_defaults(handler=cmd_predict)
 
 

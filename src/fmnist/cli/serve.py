@@ -25,7 +25,7 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    add_shared(p, "--backend", "--device", "--top-k")
+    add_shared(p, "--backend", "--device", "--top-k", "--tta")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest file accepted, in MiB (default 10)")
     p.add_argument("--max-files", type=int, default=16,
@@ -50,9 +50,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model = check_model_path(args.model or find_latest_run("runs"), args.backend)
     # load (and so check) the model before saying anything: a bad file is one line, exit 2
     predictor = Predictor.from_path(model, backend=args.backend, device=args.device,
-                                    top_k=args.top_k)
+                                    top_k=args.top_k, tta=args.tta)
     _check_port_free(args.host, args.port)
     app = create_app(model, backend=args.backend, device=args.device, top_k=args.top_k,
+                     tta=args.tta,
                      max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      max_files=args.max_files, max_decodes=args.max_decodes,
                      predictor=predictor)

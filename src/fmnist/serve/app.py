@@ -254,6 +254,7 @@ def create_app(
     backend: str = "auto",
     device: str = "auto",
     top_k: int = 3,
+    tta: bool = True,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_files: int = DEFAULT_MAX_FILES,
     gallery: Any = True,
@@ -271,7 +272,8 @@ def create_app(
     waits longer than ``decode_wait_s`` for its turn is answered 503 with Retry-After.
     Every response carries SECURITY_HEADERS and a Content-Security-Policy. ``predictor``:
     one already loaded from ``model_path`` (the CLI loads it first, to refuse a bad model
-    before announcing the server); otherwise the lifespan loads it.
+    before announcing the server); otherwise the lifespan loads it, averaging each image
+    and its mirror when ``tta`` (the CLI's default, ``--no-tta`` for one view).
     """
     if max_upload_bytes < 1 or max_files < 1 or max_decodes < 1:
         raise ConfigError(f"max_upload_bytes, max_files and max_decodes must be at least 1; "
@@ -280,7 +282,7 @@ def create_app(
 
     def load() -> Predictor:
         return predictor or Predictor.from_path(model_path, backend=backend, device=device,
-                                                top_k=top_k)
+                                                top_k=top_k, tta=tta)
 
     app = FastAPI(title="fmnist", summary="Classify Fashion-MNIST-style images.",
                   version=_version(), lifespan=_lifespan(model_path, load, gallery))
