@@ -176,11 +176,16 @@ def view_logits_and_features(model: nn.Module, images: np.ndarray, *, mean: floa
 
 def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: Split,
                     tta: bool, device: torch.device | str = "cpu",
-                    method: str | None = None) -> tuple[Any, dict[str, Any]]:
+                    method: str | None = None, bf16: bool = False
+                    ) -> tuple[Any, dict[str, Any]]:
     """Fit the temperature and the OOD scorer; returns (meta with them, fit summary).
 
-    The temperature and the OOD threshold see only ``calibration`` (held-out) images; the
-    OOD class means and covariance see up to :data:`fmnist.ood.FIT_IMAGES` ``train`` images.
+    The temperature and the OOD threshold see only ``calibration`` (held-out) images, in
+    float32 as predict and serve score them; the OOD class means and covariance see up to
+    :data:`fmnist.ood.FIT_IMAGES` ``train`` images, under bf16 autocast when ``bf16`` (the
+    run's precision): that pass is most of calibration's forward passes, bf16 makes it
+    ~1.4x faster on a CPU that has it, and averaging 2,000 images per class leaves the means
+    and covariance within bf16's rounding (~0.4% per feature) of the float32 ones.
     """
     from .checkpoints import ModelMeta
     from .ood import DEFAULT_METHOD, FIT_IMAGES, fit_scorer
@@ -193,7 +198,7 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
     if len(train) > FIT_IMAGES:
         _, keep = stratified_split(train.labels, FIT_IMAGES / len(train), 0)
         train = train.subset(keep)
-    _, train_feats = view_logits_and_features(model, train.images, **kw)
+    _, train_feats = view_logits_and_features(model, train.images, bf16=bf16, **kw)
     scorer = fit_scorer(train_feats.numpy(), train.labels, len(meta.classes), cal_feats,
                         cal_logits[0], method or DEFAULT_METHOD)
     labels = calibration.labels
@@ -203,7 +208,7 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
         "temperature": temperature, "temperature_single": single, "tta": tta,
         "calibration_images": len(labels),
         "ood_method": scorer.method, "ood_threshold": scorer.threshold,
-        "ood_fit_images": len(train),
+        "ood_fit_images": len(train), "ood_fit_precision": "bf16" if bf16 else "fp32",
         "calibration_split_before": calibration_measures(before, labels),
         "calibration_split_after": calibration_measures(after, labels),
     }
@@ -259,7 +264,7 @@ def calibrate_run(run_dir: str | Path, *, data_dir: str | Path | None = None,
     train, val, test = prepare_data(run.recipe, run.dataset)
     train, cal, info = _run_calibration_split(run, train, val)
     meta, summary = fit_calibration(run.model, run.meta, calibration=cal, train=train,
-                                    tta=run.recipe.tta, device=run.device)
+                                    tta=run.recipe.tta, device=run.device, bf16=run.bf16)
     t0 = time.perf_counter()
     p1, pt, scores = served_before_after(run.model, meta, test.images, tta=run.recipe.tta,
                                          device=run.device, bf16=run.bf16,
