@@ -66,6 +66,24 @@ def test_temperature_of_averaged_views_is_fitted_on_the_average(constructed):
     assert expected_calibration_error(served, labels) < expected_calibration_error(plain, labels)
 
 
+def test_fit_temperature_runs_on_one_thread_and_restores_the_count(constructed):
+    from fmnist.calibration import one_thread
+
+    logits, labels = constructed
+    before = torch.get_num_threads()
+    seen = []
+    with pytest.raises(RuntimeError):
+        with one_thread():
+            seen.append(torch.get_num_threads())
+            raise RuntimeError("restored even so")
+    assert seen == [1] and torch.get_num_threads() == before
+    views = np.stack([logits[:500], logits[:500] * 0.5])
+    t = fit_temperature(views, labels[:500])
+    assert torch.get_num_threads() == before
+    with one_thread():  # already on one thread: the same search, the same value
+        assert fit_temperature(views, labels[:500]) == t
+
+
 def test_classwise_ece_is_zero_for_one_hot_truth():
     labels = np.array([0, 1, 2, 1])
     assert classwise_ece(np.eye(3)[labels], labels) == 0.0
