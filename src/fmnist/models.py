@@ -444,10 +444,10 @@ def _patches(images: torch.Tensor, k: int) -> torch.Tensor:
 
 class MaxPool2x2(nn.MaxPool2d):
     """``nn.MaxPool2d(2)`` that, without autograd, takes the max of the four strided
-    quarters: the same values (a max is exact), ~1.5x (float32) to ~5x (bf16) faster on a
-    CPU, whose max-pool kernel also computes the indices. With autograd, or while tracing
-    or exporting, it is the library's max-pool (which routes a tie's gradient to one
-    element)."""
+    quarters: the same values (a max is exact), 1.2-5x faster than the CPU max-pool kernel
+    (which also computes indices) in interleaved runs on the shared 2-core machine, most for
+    bf16. With autograd, or while tracing or exporting, it is the library's max-pool (which
+    routes a tie's gradient to one element; the training step keeps it)."""
 
     def __init__(self) -> None:
         super().__init__(2)
