@@ -209,41 +209,6 @@ def test_patches_are_unfolds_matrix_exactly() -> None:
         assert torch.equal(_patches(x, k), expected)
 
 
-@pytest.mark.parametrize("shape", [(3, 4, 28, 28), (2, 5, 7, 7), (2, 3, 5, 6)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fast_max_pool_without_autograd_equals_max_pool(shape, dtype) -> None:
-    from fmnist.models import MaxPool2x2
-
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(2)).to(dtype)
-    x[0, 0, 0, 1] = float("nan")  # a NaN wins its window, as in max_pool2d
-    pool = MaxPool2x2()
-    for y in (x, x.contiguous(memory_format=torch.channels_last)):
-        with torch.no_grad():
-            fast = pool(y)
-        expected = F.max_pool2d(y, 2)
-        assert fast.shape == expected.shape and fast.dtype == dtype
-        assert torch.equal(fast.isnan(), expected.isnan())
-        assert torch.equal(fast.nan_to_num(), expected.nan_to_num())
-
-
-def test_fast_max_pool_with_autograd_routes_a_ties_gradient_like_max_pool() -> None:
-    from fmnist.models import MaxPool2x2
-
-    x = torch.zeros(1, 1, 4, 4, requires_grad=True)  # every window a four-way tie
-    MaxPool2x2()(x).sum().backward()
-    expected = torch.zeros(1, 1, 4, 4, requires_grad=True)
-    F.max_pool2d(expected, 2).sum().backward()
-    assert torch.equal(x.grad, expected.grad) and x.grad.sum() == 4
-
-
-def test_fastnet_eval_outputs_do_not_depend_on_autograd() -> None:
-    model = create_model("fastnet").eval()
-    x = _batch(4)
-    with torch.no_grad():
-        fast = model(x)
-    assert torch.equal(fast, model(x).detach())
-
-
 def test_frozen_whitening_stem_sends_no_gradient_into_the_image_side() -> None:
     seen = {}
     for stem in ("whiten", "whiten-frozen"):

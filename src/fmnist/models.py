@@ -442,33 +442,13 @@ def _patches(images: torch.Tensor, k: int) -> torch.Tensor:
     return torch.stack(views, dim=-1).reshape(-1, c * k * k)  # (N*oh*ow, C*k*k)
 
 
-class MaxPool2x2(nn.MaxPool2d):
-    """``nn.MaxPool2d(2)`` that, without autograd, takes the max of the four strided
-    quarters: the same values (a max is exact), 1.2-5x faster than the CPU max-pool kernel
-    (which also computes indices) in interleaved runs on the shared 2-core machine, most for
-    bf16. With autograd, or while tracing or exporting, it is the library's max-pool (which
-    routes a tie's gradient to one element; the training step keeps it)."""
-
-    def __init__(self) -> None:
-        super().__init__(2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (torch.is_grad_enabled() or torch.jit.is_tracing()
-                or torch.onnx.is_in_onnx_export()):
-            return super().forward(x)
-        h, w = x.shape[-2:]
-        x = x[..., : h - h % 2, : w - w % 2]  # floor, as MaxPool2d(2) does on odd sizes
-        return torch.maximum(torch.maximum(x[..., ::2, ::2], x[..., ::2, 1::2]),
-                             torch.maximum(x[..., 1::2, ::2], x[..., 1::2, 1::2]))
-
-
 class FastBlock(nn.Module):
     """conv -> maxpool 2 -> BN -> act, then optionally x + act(BN(conv(x)))."""
 
     def __init__(self, c_in: int, c_out: int, act: str, residual: bool) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.pool = MaxPool2x2()
+        self.pool = nn.MaxPool2d(2)
         self.bn = nn.BatchNorm2d(c_out)
         self.act = _ACTIVATIONS[act]()
         self.residual = _conv_bn_act(c_out, c_out, act) if residual else None
