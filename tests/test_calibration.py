@@ -66,6 +66,24 @@ def test_temperature_of_averaged_views_is_fitted_on_the_average(constructed):
     assert expected_calibration_error(served, labels) < expected_calibration_error(plain, labels)
 
 
+def test_fit_temperature_runs_on_one_thread_and_restores_the_count(constructed):
+    from fmnist.calibration import one_thread
+
+    logits, labels = constructed
+    before = torch.get_num_threads()
+    seen = []
+    with pytest.raises(RuntimeError):
+        with one_thread():
+            seen.append(torch.get_num_threads())
+            raise RuntimeError("restored even so")
+    assert seen == [1] and torch.get_num_threads() == before
+    views = np.stack([logits[:500], logits[:500] * 0.5])
+    t = fit_temperature(views, labels[:500])
+    assert torch.get_num_threads() == before
+    with one_thread():  # already on one thread: the same search, the same value
+        assert fit_temperature(views, labels[:500]) == t
+
+
 def test_classwise_ece_is_zero_for_one_hot_truth():
     labels = np.array([0, 1, 2, 1])
     assert classwise_ece(np.eye(3)[labels], labels) == 0.0
@@ -139,6 +157,29 @@ def test_training_fits_on_held_out_training_images_never_test(learnable_dataset,
     test_rows = {row.tobytes() for row in learnable_dataset.test.images}
     assert not any(img.tobytes() in test_rows for img in seen[0])
     assert not any(img.tobytes() in test_rows for img in seen[1])  # OOD class means
+
+
+def test_ood_fit_in_bf16_keeps_the_temperature_and_nearly_the_scores(run_dir: Path,
+                                                                      learnable_dataset):
+    """bf16 (a bf16 run's precision) is used for the training images' features only: the
+    held-out passes, hence the temperature, stay float32 and the scores barely move."""
+    from fmnist.calibration import fit_calibration, view_logits_and_features
+    from fmnist.ood import OodScorer
+
+    model, meta = load_model(run_dir)
+    train, cal = learnable_dataset.train.subset(np.arange(600)), learnable_dataset.test
+    fits = {bf16: fit_calibration(model, meta, calibration=cal.subset(np.arange(200)),
+                                  train=train, tta=False, bf16=bf16) for bf16 in (False, True)}
+    assert fits[True][1]["ood_fit_precision"] == "bf16"
+    assert fits[False][1]["ood_fit_precision"] == "fp32"
+    assert fits[True][0].temperature == fits[False][0].temperature
+    logits, feats = view_logits_and_features(model, cal.images[200:600], mean=meta.mean,
+                                             std=meta.std)
+    scores = [OodScorer.from_meta(fits[b][0].ood)(feats, logits[0]).numpy()
+              for b in (False, True)]
+    assert np.corrcoef(*scores)[0, 1] > 0.99
+    threshold = fits[False][0].ood["threshold"]
+    assert abs(fits[True][0].ood["threshold"] - threshold) < 0.1 * abs(threshold) + 0.05
 
 
 def test_model_pt_round_trip_and_metrics_before_after(run_dir: Path):

@@ -200,6 +200,15 @@ def test_whitening_stem_whitens_patches_of_the_data() -> None:
     assert whiten.conv.weight.grad is None and whiten.conv.bias.grad is not None
 
 
+def test_patches_are_unfolds_matrix_exactly() -> None:
+    from fmnist.models import _patches
+
+    x = torch.randn(6, 3, 9, 8, generator=torch.Generator().manual_seed(1))
+    for k in (1, 3):
+        expected = F.unfold(x, k).transpose(1, 2).reshape(-1, 3 * k * k)
+        assert torch.equal(_patches(x, k), expected)
+
+
 def test_frozen_whitening_stem_sends_no_gradient_into_the_image_side() -> None:
     seen = {}
     for stem in ("whiten", "whiten-frozen"):

@@ -209,7 +209,8 @@ _add(Recipe(
 # 92.87). Stem "whiten-frozen" (whitening bias frozen, no input gradient for block 1):
 # 1.22x the step rate (1743 vs 1424) but 92.56% in 3 epochs (seeds 0-2), and 92.99%
 # (92.77-93.09) in 4 epochs, which cost 1.07x fast's training (51.5 vs 48.0 s, seed 3 on
-# a quiet machine): short of 93.0% and slower, not taken. Progressive resizing (first of 4
+# a quiet machine): short of 93.0% and slower, not taken; a fifth seed (4) gave 92.99%, so
+# over seeds 0-4 the median is 92.99% (92.77-93.09): still short. Progressive resizing (first of 4
 # epochs at 20 px, `epoch_sizes=(20,)`, whiten-frozen): 91.76% (seed 0), dropped.
 _add(Recipe(
     name="fast", model="fastnet",

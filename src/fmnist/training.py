@@ -426,7 +426,7 @@ def _finish(job: _Job, loop: Loop, history: list[dict[str, Any]], weights_epoch:
     )
     if job.cal is not None:  # every rank fits the same numbers on the same images
         meta, cal_fit = fit_calibration(final, meta, calibration=job.cal, train=job.train,
-                                        tta=recipe.tta, device=job.device)
+                                        tta=recipe.tta, device=job.device, bf16=loop.bf16)
         job.cal_info.update(cal_fit)
     test_metrics: dict[str, Any] = {}
     test_probs = None  # saved beside model.pt for the report
