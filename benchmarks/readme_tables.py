@@ -243,6 +243,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "inference-score": ("inference-score-cpu.json", inference_score),
     "baselines": ("baselines-cpu.json", baselines),
     "time-to-accuracy": ("time-to-accuracy-cpu.json", time_to_accuracy),
+    "time-to-accuracy-keras": ("time-to-accuracy-keras-cpu.json", time_to_accuracy),
     "inference": ("inference-cpu.json", inference),
     "load": ("load-cpu.json", load),
     "photos": ("photos-real-cpu.json", photos),

@@ -189,8 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory() as tmp:
                 run = train(recipe, data=ds, out=f"{tmp}/run", device=device, seed=seed,
                             callbacks=[curve], train_limit=args.train_limit)
+                epochs = len(run.history)  # history.csv: read before the folder goes
             runs.append({
-                "recipe": name, "seed": seed, "epochs": len(run.history),
+                "recipe": name, "seed": seed, "epochs": epochs,
                 "curve": curve.curve,
                 "final_accuracy": run.test_accuracy,
                 "train_seconds": round(curve.train_seconds, 2),
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 "time_to": {f"{th:g}": time_to(curve.curve, th) for th in THRESHOLDS},
             })
             print(f"{name} seed {seed}: {run.test_accuracy:.2%} after "
-                  f"{curve.train_seconds:.0f} s training ({len(run.history)} epochs)",
+                  f"{curve.train_seconds:.0f} s training ({epochs} epochs)",
                   flush=True)
     summary = summarize(runs)
     print_table(summary)
