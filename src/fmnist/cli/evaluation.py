@@ -22,9 +22,7 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
                        "other data is refused, so metrics.json is always the run's own.")
     p.add_argument("run", metavar="RUN", help=RUN_HELP)
     p.add_argument("--split", choices=("test", "val"), default="test")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time augmentation (default: as the recipe)")
-    add_shared(p, "--data-dir", "--offline", "--device")
+    add_shared(p, "--data-dir", "--offline", "--device", "--tta", tta=None)  # None: the recipe's
     p.set_defaults(handler=cmd_evaluate)
 
 
