@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .ood import ACCEPT_RATE, PHOTO_K, fit_gaussian, photo_parts
+from .ood import ACCEPT_RATE, PHOTO_K, fit_gaussian, photo_parts, unit_rows
 
 log = logging.getLogger("fmnist")
 
@@ -33,16 +33,11 @@ GATE_C = 1.0
 """Inverse L2 strength of the gate's logistic regression."""
 
 
-def unit(features: np.ndarray) -> np.ndarray:
-    f = np.asarray(features, np.float64)
-    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-
-
 def fit_gate(fmnist_features: np.ndarray, photo_features: np.ndarray) -> dict[str, torch.Tensor]:
     """Logistic regression (balanced classes) photo vs Fashion-MNIST on unit features."""
     from sklearn.linear_model import LogisticRegression
 
-    x = np.r_[unit(fmnist_features), unit(photo_features)]
+    x = np.r_[unit_rows(fmnist_features), unit_rows(photo_features)]
     y = np.r_[np.zeros(len(fmnist_features)), np.ones(len(photo_features))]
     lr = LogisticRegression(C=GATE_C, max_iter=3000, class_weight="balanced").fit(x, y)
     return {"gate_w": torch.as_tensor(lr.coef_[0]).float(),
@@ -52,7 +47,7 @@ def fit_gate(fmnist_features: np.ndarray, photo_features: np.ndarray) -> dict[st
 def fit_photo_stats(features: np.ndarray, labels: np.ndarray,
                     num_classes: int) -> dict[str, torch.Tensor]:
     """Bank and relative-Mahalanobis statistics from photo features (labels -1 = outlier)."""
-    u = unit(features)
+    u = unit_rows(features)
     out = labels < 0
     yy = np.where(out, num_classes, labels)  # the -1 photos: one more "class", the last
     whiten, means = fit_gaussian(u, yy, num_classes + 1)

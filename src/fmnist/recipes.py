@@ -246,7 +246,8 @@ _add(Recipe(
 #   (`fast`, Fashion-MNIST only: 92.46%, 44.8%, 68.2%)
 # (those rows: the earlier `current` preprocessing). Today's default (colour+grabcut), the run
 # `fmnist train --recipe photo` leaves (seed 0, calibrated; benchmarks/photos.py, README):
-#   FMNIST test 92.86%, validation/ 75.8%, web-dev/ 65.6% (`fast`: 92.61%, 50.5%, 70.7%)
+#   FMNIST test 92.86%, validation/ 75.8%, web-dev/ 65.6% on one view, 78.0% and 71.3% with
+#   the mirror averaged (the predict/serve default) (`fast`: 92.61%, 50.5/53.4%, 70.7/68.8%)
 # Raw-photo views (fmnist.photo_augment: crop, rotation, light, blur, JPEG, size changed
 # BEFORE preprocessing, so segmentation varies too), screened by fine-tuning the shared `fast`
 # run 1 epoch (lr 0.05) on 12,000 Fashion-MNIST images + photos, GrabCut preprocessing,
