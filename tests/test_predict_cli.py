@@ -178,3 +178,22 @@ def test_predict_averages_the_mirror_unless_no_tta(run_dir, good_dir, capsys, fl
     ours = np.log(np.array([got[c] for c in classes]))  # log: this tiny model is sure
     assert np.allclose(ours, np.log(want), rtol=1e-4, atol=1e-6)
     assert not np.allclose(ours, np.log(other), rtol=1e-4, atol=1e-6)  # the settings differ
+
+
+def test_json_into_a_closed_pipe_ends_quietly(run_dir, good_dir):
+    """``fmnist predict RUN DIR --json | head -1``: the reader closes the pipe; the command
+    exits 1 with nothing on stderr, not a BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first byte
+    try:
+        done = subprocess.run([sys.executable, "-m", "fmnist", "predict", str(run_dir),
+                               str(good_dir), "--json"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 1

@@ -1,6 +1,7 @@
 """The ``fmnist`` command: parses arguments, calls the Python API, formats the answer.
 
-Exit codes: 0 success, 1 partial failure (some inputs failed), 2 user error (one line on
+Exit codes: 0 success, 1 partial failure (some inputs failed) or output cut short by a
+closed pipe (``fmnist predict ... --json | head``, quietly), 2 user error (one line on
 stderr, no traceback), 130 interrupted.
 
 One module per command (or small group): ``register_<cmd>(sub)`` builds the command's
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -75,7 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # inside the try: a reader gone (`| head`) is caught below
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
     except FmnistError as e:
         if is_main_process():
             print(f"fmnist: error: {e}", file=sys.stderr)
@@ -83,6 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fmnist: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of the output the
+    reader no longer wants cannot raise a second BrokenPipeError at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 __all__ = ["build_parser", "main"]
