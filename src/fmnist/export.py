@@ -622,7 +622,7 @@ def export_onnx(
         )
     t0 = time.perf_counter()
     model_file = resolve_model_path(run_or_model_path)
-    model, meta = load_model(model_file, "cpu")
+    model, meta = load_model(model_file, "cpu", channels_last=False)  # traced contiguous
     if not ood_score:
         meta = ModelMeta.from_dict({**meta.to_dict(), "ood": {}})
     out_path = Path(out) if out is not None else _default_out(model_file)

@@ -596,7 +596,7 @@ class Run:
         except (KeyError, TypeError) as e:
             raise ConfigError(f"{run_dir}/config.json has no usable recipe ({e}).") from None
         dev = select_device(device)
-        model, meta = load_model(model_path(run_dir), dev)
+        model, meta = load_model(model_path(run_dir), dev, channels_last=recipe.channels_last)
         data = run_dataset(run_dir, config, data_dir=data_dir, offline=offline, data=dataset)
         if len(data.classes) != len(meta.classes):
             raise ConfigError(
