@@ -227,7 +227,8 @@ def _confusion(p: _Page) -> Section:
     uri = p.figs.add("confusion_matrices", plots.confusion_matrices_plot(cm, p.interp.classes))
     return Section("confusion", "Confusion matrix", (
         '<p class="how">Rows are the true classes, columns the predictions: the diagonal '
-        "holds the correct answers, everything else is a mistake. The normalized matrix "
+        "holds the correct answers, everything else is a mistake; a blank cell is zero. "
+        "The normalized matrix "
         "(right) divides each row by its total, so its diagonal is the recall of each class "
         "and an off-diagonal cell is the share of a class mistaken for another.</p>"
         + img(uri, "confusion matrix, counts and row-normalized")))
