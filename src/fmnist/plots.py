@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
 from .errors import ConfigError  # noqa: E402
 
@@ -676,8 +676,10 @@ def reliability_diagram(
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     ax_n.bar(mid, count, width, color="gray", edgecolor="black", linewidth=0.5)
-    if (count > 0).any():
+    if (count > 0).any():  # plain "1000" labels, no minor ticks: no mathtext to typeset
         ax_n.set_yscale("log")
+        ax_n.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax_n.yaxis.set_minor_locator(NullLocator())
     ax_n.set_ylabel("count (log)")
     ax_n.set_xlabel("confidence (max probability)")
     ax_n.grid(alpha=0.3)
