@@ -127,7 +127,7 @@ class _Figures:
     def add(self, name: str, fig: Figure) -> str:
         png = plots.fig_to_png_bytes(fig)
         path = self.folder / f"{name}.png"
-        atomic_write(path, lambda f: f.write(png))
+        atomic_write(path, lambda f: f.write(png), durable=False)  # report.html is durable
         self.written.append(path)
         return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
