@@ -1,13 +1,14 @@
 """How many training images does the OOD score's fit need? AUROC against the fit's size.
 
-    python benchmarks/ood_fit_size.py RUN [RUN ...] [--sizes 2500,5000,10000,20000]
+    python benchmarks/ood_fit_size.py RUN [RUN ...] [--sizes 2500,5000,8000,10000,20000]
                                       [--subsets 3] [--stem ood-fit-size]
 
 The class means and covariance of the stored ``relative`` score (:mod:`fmnist.ood`) are
 fitted, as training fits them, on a stratified share of the run's training images (the
 calibration hold-out left out), their features taken in the run's precision; the
 standardization and threshold come from the run's 2,000 held-out images. Every forward
-pass runs once: the features of the 20,000-image pool, of the held-out images, of the
+pass runs once: the features of the pool (the largest size; the same stratified, seeded
+share of the training images training takes), of the held-out images, of the
 Fashion-MNIST test set and of the OOD sets of ``benchmarks/ood.py`` (digits, glyphs,
 noise, blobs, blocks; float32, as predict and serve score them). Each size is then fitted
 on ``--subsets`` different stratified subsets of the pool (the whole pool once at its own
@@ -42,11 +43,11 @@ def features(run: Run, images: np.ndarray, bf16: bool = False) -> tuple[torch.Te
                                     channels_last=run.recipe.channels_last)
 
 
-def passes(run: Run) -> dict[str, Any]:
+def passes(run: Run, pool_size: int) -> dict[str, Any]:
     """Every forward pass the fits and scores need, once."""
     train, val, _ = prepare_data(run.recipe, run.dataset)
     train, cal, _ = calibration_split(train, val, run.recipe.seed)
-    _, keep = stratified_split(train.labels, FIT_IMAGES / len(train), 0)
+    _, keep = stratified_split(train.labels, min(1.0, pool_size / len(train)), 0)
     pool = train.subset(keep)
     t0 = time.perf_counter()
     _, pool_feats = features(run, pool.images, bf16=run.bf16)
@@ -70,7 +71,7 @@ def aurocs(run: Run, p: dict[str, Any], index: np.ndarray) -> dict[str, float]:
 
 
 def sweep(run: Run, sizes: list[int], subsets: int) -> dict[str, Any]:
-    p = passes(run)
+    p = passes(run, max(sizes))
     labels, out = p["pool"].labels, {}
     for size in sizes:
         rows = []
@@ -90,7 +91,7 @@ def sweep(run: Run, sizes: list[int], subsets: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="finished run folders")
-    ap.add_argument("--sizes", default="2500,5000,10000,20000")
+    ap.add_argument("--sizes", default="2500,5000,8000,10000,20000")
     ap.add_argument("--subsets", type=int, default=3, help="subsets of the pool per size")
     ap.add_argument("--data-dir", help="the runs' dataset folder (default: as recorded)")
     ap.add_argument("--stem", default="ood-fit-size")
