@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import logging
 import math
-import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -154,7 +151,6 @@ def train(
     :func:`fmnist.report.write_report`.
     """
     previous: dict[str, Any] | None = None  # the resumed run's config.json
-    warm = _import_in_background("torch._dynamo")
     if resume is not None:
         run_dir, previous, recipe = check_resume(resume, overrides)
     else:
@@ -176,32 +172,9 @@ def train(
         checkpoint = (safe_load(run_dir / "checkpoints" / "last.pt")
                       if previous is not None else None)
         job = _job(recipe, run_dir, ctx, dev, ds, calibrate)
-        if warm is not None:
-            warm.join()
         return _train(job, checkpoint, guard, callbacks=callbacks, data_dir=data_dir,
                       augmentation=augmentation, previous=previous,
                       evaluate_test=evaluate_test)
-
-
-def _import_in_background(module: str) -> threading.Thread | None:
-    """Start importing ``module`` on a side thread (None: already imported).
-
-    The optimizer's first call imports ``torch._dynamo`` (~1 s of Python, torch's
-    ``_disable_dynamo``); begun before the data is read, it runs beside the dataset's
-    decompression and hashing, which let go of the GIL. :func:`train` joins it before
-    building the model, so no other import runs beside it."""
-    if module in sys.modules:
-        return None
-
-    def target() -> None:
-        try:
-            importlib.import_module(module)
-        except Exception as e:  # the main thread's own import raises it where it is used
-            log.debug("importing %s in the background failed: %s", module, e)
-
-    thread = threading.Thread(target=target, name=f"import {module}", daemon=True)
-    thread.start()
-    return thread
 
 
 def fit_augment(recipe: Recipe, ds: Dataset, *, explicit: set[str] = frozenset()
