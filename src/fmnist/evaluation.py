@@ -52,12 +52,13 @@ def _is_plain_2x2(m: nn.Module) -> bool:
 def fast_pooling(model: nn.Module, device: torch.device) -> Iterator[None]:
     """Inside, on a CPU, the model's plain 2x2 max-poolings run as :func:`_max_of_four`.
 
-    Same outputs, bit for bit; but torch's ``max_pool2d`` on channels-last CPU tensors
-    (which also computes indices) took ~40% of fastnet's eval forward, and this takes a
-    third of its time: a whole forward of 1,024 images in ~0.6x the time, float32 and bf16,
-    on the 2-core machine (calibration and test evaluation: ``benchmarks/fast_command.py``).
-    For no-grad passes only: the models keep ``nn.MaxPool2d`` for training, where
-    ``torch.maximum``'s gradient would split ties that ``max_pool2d``'s gives to one input."""
+    Same outputs, bit for bit, in a third of the time of torch's channels-last CPU
+    ``max_pool2d`` (which also writes int64 indices). What that buys depends on the share
+    of pooling in the forward: 40% on one thread (fastnet, bf16, 1,024 images: the forward
+    in 0.6x the time), ~17% on two threads of the busy 2-core machine, where the test pass
+    of ``benchmarks/fast_command.py`` took 0.88x (median of 3). For no-grad passes only:
+    the models keep ``nn.MaxPool2d`` for training, where ``torch.maximum``'s gradient
+    would split the ties that ``max_pool2d``'s gives to one input."""
     pools = [m for m in model.modules() if _is_plain_2x2(m)] if device.type == "cpu" else []
     for m in pools:
         m.forward = _max_of_four  # an instance attribute, shadowing MaxPool2d.forward
