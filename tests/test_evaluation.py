@@ -105,39 +105,3 @@ def test_predict_probs_feeds_the_model_normalized_images():
     np.testing.assert_allclose(probs, 1 / 3)
     fed = torch.cat(seen)
     torch.testing.assert_close(fed, normalize(torch.from_numpy(images), 0.3, 0.4))
-
-
-@pytest.mark.parametrize("arch", ["fastnet", "baseline-small", "baseline-3conv", "small"])
-@pytest.mark.parametrize("bf16", [False, True])
-def test_fast_pooling_changes_no_output_and_restores_the_model(arch, bf16):
-    """The eval passes' 2x2 max-pooling (max of four slices) gives the model's outputs bit
-    for bit, odd sizes included (13 -> 6, 5 -> 2, 7 -> 3), and leaves the model as it was."""
-    from fmnist.evaluation import fast_pooling
-    from fmnist.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model(arch, num_classes=10).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
-    pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
-    with torch.no_grad(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-        plain = model(x)
-        with fast_pooling(model, torch.device("cpu")):
-            swapped = [m for m in pools if "forward" in vars(m)]
-            fast = model(x)
-    assert torch.equal(plain, fast)
-    assert swapped or not pools
-    assert not any("forward" in vars(m) for m in pools)  # MaxPool2d.forward again
-
-
-def test_fast_pooling_leaves_other_poolings_and_gpus_alone():
-    from fmnist.evaluation import fast_pooling
-
-    model = nn.Sequential(nn.MaxPool2d(3, stride=2), nn.MaxPool2d(2), nn.MaxPool2d(2, 1),
-                          nn.MaxPool2d(2, ceil_mode=True))
-    with fast_pooling(model, torch.device("cpu")):
-        assert ["forward" in vars(m) for m in model] == [False, True, False, False]
-    with fast_pooling(model, torch.device("cuda")):
-        assert not any("forward" in vars(m) for m in model)
-    with pytest.raises(RuntimeError), fast_pooling(model, torch.device("cpu")):
-        raise RuntimeError("a failed pass")
-    assert not any("forward" in vars(m) for m in model)

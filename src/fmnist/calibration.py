@@ -29,7 +29,7 @@ from torch import nn
 
 from .datasets import Split, stratified_split
 from .errors import ConfigError
-from .evaluation import BATCH_SIZE, fast_pooling, normalize, tta_probs
+from .evaluation import BATCH_SIZE, normalize, tta_probs
 from .metrics import reliability_table
 
 log = logging.getLogger("fmnist")
@@ -173,7 +173,7 @@ def view_logits_and_features(model: nn.Module, images: np.ndarray, *, mean: floa
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     logits, feats = [], []
     model.eval()
-    with feature_tap(model) as tap, fast_pooling(model, device):
+    with feature_tap(model) as tap:
         for start in range(0, len(images), batch_size):
             x = normalize(torch.as_tensor(images[start:start + batch_size]).to(device), mean, std)
             views: list[torch.Tensor] = []

@@ -8,8 +8,8 @@ brought back by :class:`fmnist.runs.Run`, which calls into this module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -31,42 +31,6 @@ def normalize(x_uint8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     if x.ndim == 3:
         x = x.unsqueeze(1)
     return (x - mean) / std
-
-
-def _max_of_four(x: torch.Tensor) -> torch.Tensor:
-    """2x2 max-pooling, stride 2, as the maximum of four strided slices (odd edges dropped,
-    as ``max_pool2d`` drops them): the same values."""
-    x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
-    return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
-                         torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
-
-
-def _is_plain_2x2(m: nn.Module) -> bool:
-    if not isinstance(m, nn.MaxPool2d) or m.ceil_mode or m.return_indices:
-        return False
-    pair = {"kernel_size": 2, "stride": 2, "padding": 0, "dilation": 1}
-    return all(getattr(m, k) in (v, (v, v)) for k, v in pair.items())
-
-
-@contextmanager
-def fast_pooling(model: nn.Module, device: torch.device) -> Iterator[None]:
-    """Inside, on a CPU, the model's plain 2x2 max-poolings run as :func:`_max_of_four`.
-
-    Same outputs, bit for bit, in a third of the time of torch's channels-last CPU
-    ``max_pool2d`` (which also writes int64 indices). What that buys depends on the share
-    of pooling in the forward: 40% on one thread (fastnet, bf16, 1,024 images: the forward
-    in 0.6x the time), ~17% on two threads of the busy 2-core machine, where the test pass
-    of ``benchmarks/fast_command.py`` took 0.88x (median of 3). For no-grad passes only:
-    the models keep ``nn.MaxPool2d`` for training, where ``torch.maximum``'s gradient
-    would split the ties that ``max_pool2d``'s gives to one input."""
-    pools = [m for m in model.modules() if _is_plain_2x2(m)] if device.type == "cpu" else []
-    for m in pools:
-        m.forward = _max_of_four  # an instance attribute, shadowing MaxPool2d.forward
-    try:
-        yield
-    finally:
-        for m in pools:
-            del m.forward
 
 
 def predict_probs(
@@ -131,8 +95,7 @@ def predict_scored(
     model.eval()
     outs: list[np.ndarray] = []
     try:
-        with (feature_tap(model) if scorer is not None else nullcontext([]) as tap,
-              fast_pooling(model, device)):
+        with feature_tap(model) if scorer is not None else nullcontext([]) as tap:
             for start in range(0, len(data), batch_size):
                 x = normalize(data[start : start + batch_size].to(device), mean, std)
                 plain[:] = [x]

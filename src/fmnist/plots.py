@@ -647,15 +647,8 @@ def reliability_diagram(
     has = count > 0
     fig = _fixed_figure(5.5, 6.5, left=0.75, right=0.15, bottom=0.5, top=0.35, hspace=0.08)
     ax, ax_n = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    ax.bar(
-        mid[has],
-        acc[has],
-        width[has],
-        color="tab:blue",
-        edgecolor="black",
-        linewidth=0.6,
-        label="accuracy",
-    )
+    ax.bar(mid[has], acc[has], width[has], color="tab:blue", edgecolor="black", linewidth=0.6,
+           label="accuracy")
     gap_bottom = np.minimum(acc, conf)[has]
     ax.bar(
         mid[has],
