@@ -14,8 +14,8 @@ the rest (model.pt, predictions, the report with its imports, exit). With severa
 ``--code LABEL=SRC_DIR`` (e.g. ``before=/tmp/main/src``) the versions run alternately,
 seed by seed, so a busy machine slows them alike; every phase's median is compared as a
 ratio to the first label. ``--epochs 1 --train-limit 22000`` measures the overhead (the same
-2,000 calibration images, 20,000 OOD-fit images and 10,000 test images) in a tenth of the
-training time.
+2,000 calibration images, OOD-fit images (``fmnist.ood.FIT_IMAGES``) and 10,000 test images)
+in a tenth of the training time.
 Writes ``benchmarks/results/<out-stem>-cpu.json``.
 """
 

@@ -43,10 +43,11 @@ from PIL import Image, ImageDraw, ImageFont
 from fmnist.calibration import view_logits_and_features
 from fmnist.checkpoints import load_model
 from fmnist.datasets import load_dataset, stratified_split
-from fmnist.ood import FIT_IMAGES, OodScorer, auroc, fpr_at_tpr, kth_nearest
+from fmnist.ood import OodScorer, auroc, fpr_at_tpr, kth_nearest
 
 log = logging.getLogger("fmnist")
 KNN_K = 10
+KNN_BANK = 20000  # training images in the knn score's bank
 
 
 # --------------------------------------------------------------------------- OOD sets
@@ -129,8 +130,8 @@ def all_scores(model, meta, images: np.ndarray, bank: torch.Tensor, device) -> d
 
 
 def fmnist_bank(model, meta, ds, device) -> torch.Tensor:
-    """Unit features of the 20,000 training images the scorer's Gaussians are fitted on."""
-    _, keep = stratified_split(ds.train.labels, FIT_IMAGES / len(ds.train), 0)
+    """Unit features of 20,000 training images (the knn bank)."""
+    _, keep = stratified_split(ds.train.labels, KNN_BANK / len(ds.train), 0)
     _, f = view_logits_and_features(model, ds.train.images[keep], mean=meta.mean,
                                     std=meta.std, device=device)
     return torch.nn.functional.normalize(f, dim=1)

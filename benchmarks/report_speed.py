@@ -1,6 +1,7 @@
 """How long `fmnist report RUN` takes, the whole command, as a user waits for it.
 
     python benchmarks/report_speed.py --run RUN [--repeat 3] [--code LABEL=SRC_DIR ...]
+                                      [--stem report-speed]
 
 Each trial copies RUN to a fresh temporary folder (so no report or plots are left from a
 previous trial) and times ``python -m fmnist report COPY`` in a new process: start-up,
@@ -10,7 +11,7 @@ trial by trial, so a busy machine slows them alike; the medians and their ratio 
 compared. RUN is used as it is: a run trained (or evaluated with ``fmnist evaluate``) by
 this checkout holds its test predictions in ``predictions.npz``, which the report reuses;
 an older fmnist ignores that file and predicts the test set again, as it always did.
-Writes ``benchmarks/results/report-speed-cpu.json`` and prints the medians.
+Writes ``benchmarks/results/<stem>-cpu.json`` and prints the medians.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--code", action="append", default=[], metavar="LABEL=SRC_DIR",
                     help="a version of fmnist to time (default: this checkout's src)")
+    ap.add_argument("--stem", default="report-speed", help="results file stem")
     args = ap.parse_args()
     codes = dict(c.split("=", 1) for c in args.code) or {"this": HERE_SRC}
     seconds: dict[str, list[float]] = {label: [] for label in codes}
@@ -69,7 +71,7 @@ def main() -> None:
     if len(medians) == 2:
         (a, ma), (b, mb) = medians.items()
         result["ratio"] = {f"{a}/{b}": round(ma / mb, 2)}
-    path = write_result("report-speed", torch.device("cpu"), result)
+    path = write_result(args.stem, torch.device("cpu"), result)
     print(medians, result.get("ratio", ""), "->", path)
 
 

@@ -182,6 +182,27 @@ def test_ood_fit_in_bf16_keeps_the_temperature_and_nearly_the_scores(run_dir: Pa
     assert abs(fits[True][0].ood["threshold"] - threshold) < 0.1 * abs(threshold) + 0.05
 
 
+def test_ood_fit_sees_a_stratified_fit_images_share_of_training(run_dir: Path,
+                                                                learnable_dataset, monkeypatch):
+    """The class means and covariance see fit_images(method) training images, stratified
+    (the same share of every class), ``gated`` more than the others."""
+    import fmnist.ood as ood
+    from fmnist.calibration import fit_calibration
+
+    assert ood.fit_images("relative") == ood.FIT_IMAGES < ood.fit_images("gated")
+    monkeypatch.setattr(ood, "FIT_IMAGES", 300)
+    seen: list[np.ndarray] = []
+    real = ood.fit_scorer
+    monkeypatch.setattr(ood, "fit_scorer", lambda feats, labels, *a, **k: seen.append(
+        labels) or real(feats, labels, *a, **k))
+    model, meta = load_model(run_dir)
+    train = learnable_dataset.train  # 2,000 images, 200 a class
+    _, summary = fit_calibration(model, meta, calibration=learnable_dataset.test, train=train,
+                                 tta=False, method="relative")
+    assert summary["ood_fit_images"] == 300 and len(seen[0]) == 300
+    assert set(np.bincount(seen[0]).tolist()) == {30}
+
+
 def test_model_pt_round_trip_and_metrics_before_after(run_dir: Path):
     _, meta = load_model(run_dir)
     payload = torch.load(run_dir / "model.pt", weights_only=True)

@@ -21,6 +21,7 @@ from fmnist.datasets import (
     find_files,
     list_datasets,
     load_dataset,
+    pixel_moments,
     read_csv,
     read_idx,
     read_image_folder,
@@ -91,6 +92,20 @@ def test_load_tiny_idx_dataset_verified(tiny_idx, isolated_home):
     assert ds.verified and ds.format == "idx" and ds.source == folder
     assert ds.classes == ("a", "b", "c", "d")
     assert 0.45 < ds.mean < 0.55  # uniform random pixels
+
+
+def test_pixel_moments_match_numpy():
+    """The normalization constants from exact integer counts are numpy's mean and std
+    (up to one rounding), for uint8 images spanning several chunks and for floats."""
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (700, 28, 28), dtype=np.uint8)  # > 1 chunk of 2**18
+    images[:50] = 0  # a skewed histogram, as real data has
+    mean, std = pixel_moments(images)
+    assert mean == pytest.approx(images.mean(dtype=np.float64) / 255, rel=1e-14)
+    assert std == pytest.approx(images.std(dtype=np.float64) / 255, rel=1e-14)
+    floats = images[:3].astype(np.float32)
+    assert pixel_moments(floats) == pytest.approx((floats.mean() / 255, floats.std() / 255))
+    assert pixel_moments(np.full((2, 28, 28), 255, np.uint8)) == (1.0, 0.0)
 
 
 def test_md5_mismatch_message_names_file_expected_found_and_fix(tiny_idx, isolated_home):

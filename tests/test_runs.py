@@ -350,3 +350,16 @@ def test_prepare_data_gives_the_same_splits_every_time(learnable_dataset):
         np.testing.assert_array_equal(x.labels, y.labels)
         np.testing.assert_array_equal(x.images, y.images)
     assert prepare_data(resolve_recipe("fast", val_fraction=0.0), learnable_dataset)[1] is None
+
+
+def test_atomic_write_fsyncs_unless_told_the_file_is_redrawn(tmp_path, monkeypatch):
+    """Run files are fsynced; the report's figures (durable=False) only renamed into place."""
+    from fmnist import fileio
+
+    synced = []
+    monkeypatch.setattr(fileio.os, "fsync", lambda fd: synced.append(fd))
+    fileio.atomic_write(tmp_path / "a.bin", lambda f: f.write(b"a"))
+    assert len(synced) == 1
+    fileio.atomic_write(tmp_path / "b.png", lambda f: f.write(b"b"), durable=False)
+    assert len(synced) == 1 and (tmp_path / "b.png").read_bytes() == b"b"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.png"]  # no temp left

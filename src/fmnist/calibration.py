@@ -199,24 +199,24 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
 
     The temperature and the OOD threshold see only ``calibration`` (held-out) images, in
     float32 as predict and serve score them; the OOD class means and covariance see up to
-    :data:`fmnist.ood.FIT_IMAGES` ``train`` images, under bf16 autocast when ``bf16`` (the
+    :func:`fmnist.ood.fit_images` ``train`` images, under bf16 autocast when ``bf16`` (the
     run's precision): that pass is most of calibration's forward passes, bf16 makes it
-    ~1.4x faster on a CPU that has it, and averaging 2,000 images per class leaves the means
+    ~1.4x faster on a CPU that has it, and averaging 800 images per class leaves the means
     and covariance within bf16's rounding (~0.4% per feature) of the float32 ones.
     """
     from .checkpoints import ModelMeta
-    from .ood import FIT_IMAGES, fit_scorer, method_for
+    from .ood import fit_images, fit_scorer, method_for
 
     model = model.float()
     kw = {"mean": meta.mean, "std": meta.std, "device": device}
     cal_logits, cal_feats = view_logits_and_features(model, calibration.images, tta=tta, **kw)
     temperature = fit_temperature(cal_logits, calibration.labels)
     single = fit_temperature(cal_logits[:1], calibration.labels) if tta else temperature
-    if len(train) > FIT_IMAGES:
-        _, keep = stratified_split(train.labels, FIT_IMAGES / len(train), 0)
+    method = method or method_for(meta.dataset)
+    if len(train) > fit_images(method):
+        _, keep = stratified_split(train.labels, fit_images(method) / len(train), 0)
         train = train.subset(keep)
     _, train_feats = view_logits_and_features(model, train.images, bf16=bf16, **kw)
-    method = method or method_for(meta.dataset)
     photos = _photo_features(model, meta, kw) if method == "gated" else None
     scorer = fit_scorer(train_feats.numpy(), train.labels, len(meta.classes), cal_feats,
                         cal_logits[0], method, photos=photos)

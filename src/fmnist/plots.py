@@ -27,7 +27,8 @@ if "matplotlib.pyplot" not in sys.modules:  # never yank the backend from a live
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E402
 
 from .errors import ConfigError  # noqa: E402
 
@@ -77,6 +78,24 @@ def _images(images: Any) -> np.ndarray:
 
 def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def _fixed_figure(width: float, height: float, *, left: float, right: float, bottom: float,
+                  top: float, wspace: float | None = None, hspace: float | None = None
+                  ) -> Figure:
+    """A figure whose subplots sit inside fixed margins (inches), with no layout engine.
+
+    The report's figures use this: constrained layout measures every text of a figure and
+    makes ``savefig`` draw it twice, which was half of each such figure's cost."""
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height,
+                        top=1 - top / height, wspace=wspace, hspace=hspace)
+    return fig
+
+
+def _text_inches(names: Sequence[Any], fontsize: float) -> float:
+    """A generous width estimate (inches) of the longest of ``names`` at ``fontsize``."""
+    return max((len(str(n)) for n in names), default=0) * fontsize * 0.62 / 72
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
@@ -246,7 +265,9 @@ def class_distribution(
     k = len(labels_by_split)
     width = 0.8 / k
     x = np.arange(c)
-    fig = _new_figure(max(6.0, 0.75 * c + 1.5), 4.2)
+    ticks = _text_inches(class_names, 10) * math.sin(math.radians(35))
+    fig = _fixed_figure(max(6.0, 0.75 * c + 1.5), 4.2 + ticks, left=0.8, right=0.2,
+                        bottom=0.35 + ticks, top=0.75)
     ax = fig.add_subplot()
     for j, (split, labels) in enumerate(labels_by_split.items()):
         counts = np.bincount(_np(labels).astype(int).ravel(), minlength=c)[:c]
@@ -281,7 +302,7 @@ def training_curves(history: Sequence[Mapping[str, Any]], path: str | Path | Non
     if not history:
         raise ConfigError("training_curves got an empty history: train for at least one epoch")
     epochs = _col(history, "epoch")
-    fig = _new_figure(10.0, 4.0)
+    fig = _fixed_figure(10.0, 4.0, left=0.75, right=0.15, bottom=0.5, top=0.35, wspace=0.2)
     ax_acc, ax_loss = fig.subplots(1, 2)
     val_acc = _col(history, "val_acc")
     best = int(np.nanargmax(val_acc)) if np.isfinite(val_acc).any() else None
@@ -325,10 +346,28 @@ def training_curves(history: Sequence[Mapping[str, Any]], path: str | Path | Non
 # --------------------------------------------------------------------------- evaluation
 
 
+def _cm_axes(fig: Figure, x0: float, width: float, class_names: Sequence[str]
+             ) -> tuple[Axes, Axes]:
+    """(heatmap, colour bar) axes of one confusion matrix in the figure's slice from ``x0``
+    to ``x0 + width`` (inches): a square heatmap, margins sized to the class names."""
+    fw, fh = fig.get_size_inches()
+    names = _text_inches(class_names, 8)
+    left, bottom, top, right = 0.5 + names, 0.5 + names * 0.71, 0.4, 1.15
+    side = min(fh - bottom - top, width - left - right)
+    x = x0 + left + max(0.0, width - left - right - side) / 2
+    ax = fig.add_axes((x / fw, bottom / fh, side / fw, side / fh))
+    cax = fig.add_axes(((x + side + 0.2) / fw, (bottom + 0.1 * side) / fh, 0.18 / fw,
+                        0.8 * side / fh))
+    return ax, cax
+
+
 def _draw_cm(
-    fig: Figure, ax: Axes, cm: np.ndarray, class_names: Sequence[str], normalize: bool
+    fig: Figure, axes: tuple[Axes, Axes], cm: np.ndarray, class_names: Sequence[str],
+    normalize: bool
 ) -> None:
-    """Heatmap of ``cm`` on ``ax`` with a value in every cell and a colour bar."""
+    """Heatmap of ``cm`` on ``axes[0]`` with the value of every non-zero cell (a text each
+    is most of the figure's cost; blank means 0), colour bar in ``axes[1]``."""
+    ax, cax = axes
     counts = np.asarray(cm, dtype=np.float64)
     if normalize:
         sums = counts.sum(axis=1, keepdims=True)
@@ -339,18 +378,17 @@ def _draw_cm(
     im = ax.imshow(data, cmap="Blues", vmin=0.0, vmax=vmax)
     c = len(class_names)
     size = 8 if c <= 10 else max(4, 80 // c)
-    for i in range(c):
-        for j in range(c):
-            v = data[i, j]
-            color = "white" if im.norm(v) > 0.5 else "black"
-            ax.text(j, i, fmt.format(v), ha="center", va="center", color=color, fontsize=size)
+    for i, j in zip(*np.nonzero(counts), strict=True):  # a blank cell is a zero count
+        v = data[i, j]
+        color = "white" if im.norm(v) > 0.5 else "black"
+        ax.text(j, i, fmt.format(v), ha="center", va="center", color=color, fontsize=size)
     names = [str(n) for n in class_names]
     ax.set_xticks(np.arange(c), names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(np.arange(c), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix" + (" (row-normalized)" if normalize else " (counts)"))
-    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of true class" if normalize else "count")
+    fig.colorbar(im, cax=cax, label="fraction of true class" if normalize else "count")
 
 
 def _check_cm(cm: Any, class_names: Sequence[str]) -> np.ndarray:
@@ -368,14 +406,15 @@ def confusion_matrix_plot(
     normalize: bool = False,
     path: str | Path | None = None,
 ) -> Figure:
-    """Confusion-matrix heatmap (rows = true) with numbers in the cells and a colour bar.
+    """Confusion-matrix heatmap (rows = true) with numbers in the non-zero cells and a
+    colour bar.
 
     ``normalize=True`` divides each row by its total, so the diagonal is per-class recall.
     """
     cm = _check_cm(cm, class_names)
     side = max(5.0, 0.55 * len(class_names) + 2.5)
-    fig = _new_figure(side + 1.0, side)
-    _draw_cm(fig, fig.add_subplot(), cm, class_names, normalize)
+    fig = Figure(figsize=(side + 1.0, side))
+    _draw_cm(fig, _cm_axes(fig, 0.0, side + 1.0, class_names), cm, class_names, normalize)
     return _finish(fig, path)
 
 
@@ -385,11 +424,54 @@ def confusion_matrices_plot(
     """Counts and row-normalized confusion matrices side by side."""
     cm = _check_cm(cm, class_names)
     side = max(5.0, 0.55 * len(class_names) + 2.5)
-    fig = _new_figure(2 * side + 2.0, side)
-    ax1, ax2 = fig.subplots(1, 2)
-    _draw_cm(fig, ax1, cm, class_names, normalize=False)
-    _draw_cm(fig, ax2, cm, class_names, normalize=True)
+    fig = Figure(figsize=(2 * side + 2.0, side))  # fixed margins: no layout engine
+    for i, normalize in enumerate((False, True)):
+        axes = _cm_axes(fig, i * (side + 1.0), side + 1.0, class_names)
+        _draw_cm(fig, axes, cm, class_names, normalize=normalize)
     return _finish(fig, path)
+
+
+_GALLERY_CELL, _GALLERY_WIDTH = 1.35, 4.6  # inches: a tile with its gap; a gallery column
+
+
+def _gallery_column(fig: Figure, q: int, inch: float, imgs: np.ndarray, p: np.ndarray,
+                    lab: np.ndarray, names: list[str], items: list[int]) -> None:
+    """Gallery column ``q``: the ``items``' images as one mosaic with their captions, and
+    beside it one axes holding every item's bar chart level with its image (two axes a
+    column instead of two per item: axes were most of the figure's cost)."""
+    m = _Mosaic.fit(len(items), *imgs.shape[1:], 1, _GALLERY_CELL, 2, fontsize=8)
+    fw, fh = fig.get_size_inches()
+    x0, height = q * _GALLERY_WIDTH + 0.15, m.shape[0] * inch
+    bottom = fh - 0.45 - height
+    ax = fig.add_axes((x0 / fw, bottom / fh, m.w * inch / fw, height / fh))
+    _draw_mosaic(ax, m, imgs[items])
+    preds = p[items].argmax(1)
+    _captions(ax, m, [f"{names[k]} {100 * p[i, k]:.0f}%\n({names[lab[i]]})"
+                      for i, k in zip(items, preds, strict=True)],
+              [_CORRECT if k == lab[i] else _WRONG for i, k in zip(items, preds, strict=True)],
+              fontsize=8)
+    left = x0 + m.w * inch + 0.95  # room for the class names
+    width = (q + 1) * _GALLERY_WIDTH - 0.3 - left
+    bars = fig.add_axes((left / fw, bottom / fh, width / fw, height / fh))
+    bars.set_axis_off()
+    bars.set_xlim(0, 1)
+    bars.set_ylim(m.shape[0], 0)
+    c = len(names)
+    step = m.h / c
+    for j, (i, k) in enumerate(zip(items, preds, strict=True)):
+        y0 = m.origin(j)[1]
+        colors = ["#999999"] * c
+        colors[k], colors[lab[i]] = _PRED_BAR, _TRUE_BAR  # true drawn over a wrong guess
+        bars.barh(y0 + (np.arange(c) + 0.5) * step, p[i], 0.8 * step, color=colors)
+        bars.add_patch(Rectangle((0, y0), 1, m.h, fill=False, edgecolor="#bbbbbb", lw=0.6))
+        bars.axvline(0.5, (m.shape[0] - y0 - m.h) / m.shape[0], (m.shape[0] - y0) / m.shape[0],
+                     color="#dddddd", lw=0.6, zorder=0)
+        for cls, name in enumerate(names):
+            bars.text(-0.02, y0 + (cls + 0.5) * step, name, ha="right", va="center",
+                      fontsize=6, clip_on=False)
+    y_axis = m.origin(len(items) - 1)[1] + m.h
+    for x in (0.0, 0.5, 1.0):
+        bars.text(x, y_axis + 0.5, f"{x:g}", ha="center", va="top", fontsize=6, clip_on=False)
 
 
 def prediction_gallery(
@@ -415,33 +497,13 @@ def prediction_gallery(
     n = min(n, len(imgs))
     if n == 0:
         raise ConfigError("prediction_gallery got no images to show")
-    rows, cols = math.ceil(n / min(cols, n)), min(cols, n)
-    c = p.shape[1]
-    fig = Figure(figsize=(4.6 * cols, 1.9 * rows + 0.5))  # fixed margins: no layout engine
-    gs = fig.add_gridspec(rows, 2 * cols, width_ratios=[1.0, 1.6] * cols, left=0.02,
-                          right=0.98, bottom=0.4 / fig.get_size_inches()[1],
-                          top=1 - 0.45 / fig.get_size_inches()[1], wspace=0.45, hspace=0.55)
-    names = [_name(class_names, i) for i in range(c)]
-    for k in range(n):
-        r, q = divmod(k, cols)
-        ax_img = fig.add_subplot(gs[r, 2 * q])
-        ax_bar = fig.add_subplot(gs[r, 2 * q + 1])
-        pred, true = int(p[k].argmax()), int(lab[k])
-        ax_img.imshow(imgs[k], cmap="binary", interpolation="nearest")
-        _bare(ax_img)
-        ax_img.set_xlabel(
-            f"{names[pred]} {100 * p[k, pred]:.0f}%\n({names[true]})",
-            color=_CORRECT if pred == true else _WRONG,
-            fontsize=8,
-        )
-        bars = ax_bar.barh(np.arange(c), p[k], color="#999999")
-        bars[pred].set_color(_PRED_BAR)
-        bars[true].set_color(_TRUE_BAR)
-        ax_bar.set_xlim(0, 1)
-        ax_bar.set_yticks(np.arange(c), names, fontsize=6)
-        ax_bar.invert_yaxis()
-        ax_bar.set_xticks([0, 0.5, 1])
-        ax_bar.tick_params(axis="x", labelsize=6)
+    cols = min(cols, n)
+    names = [_name(class_names, i) for i in range(p.shape[1])]
+    m = _Mosaic.fit(math.ceil(n / cols), *imgs.shape[1:], 1, _GALLERY_CELL, 2, fontsize=8)
+    inch = _GALLERY_CELL / (m.w + m.gap)
+    fig = Figure(figsize=(_GALLERY_WIDTH * cols, m.shape[0] * inch + 0.55))
+    for q in range(cols):  # gallery column q holds items q, q + cols, ... top to bottom
+        _gallery_column(fig, q, inch, imgs, p, lab, names, list(range(q, n, cols)))
     fig.suptitle("Predictions (blue = true class, red = wrong prediction)", fontsize=10)
     return _finish(fig, path)
 
@@ -479,8 +541,8 @@ def top_losses(
 
 
 def _message_figure(text: str) -> Figure:
-    fig = _new_figure(4.0, 2.0)
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(4.0, 2.0))
+    ax = fig.add_axes((0, 0, 1, 1))
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
     return fig
@@ -583,17 +645,10 @@ def reliability_diagram(
     )
     mid, width = (lo + hi) / 2, hi - lo
     has = count > 0
-    fig = _new_figure(5.5, 6.5)
+    fig = _fixed_figure(5.5, 6.5, left=0.75, right=0.15, bottom=0.5, top=0.35, hspace=0.08)
     ax, ax_n = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    ax.bar(
-        mid[has],
-        acc[has],
-        width[has],
-        color="tab:blue",
-        edgecolor="black",
-        linewidth=0.6,
-        label="accuracy",
-    )
+    ax.bar(mid[has], acc[has], width[has], color="tab:blue", edgecolor="black", linewidth=0.6,
+           label="accuracy")
     gap_bottom = np.minimum(acc, conf)[has]
     ax.bar(
         mid[has],
@@ -614,8 +669,10 @@ def reliability_diagram(
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     ax_n.bar(mid, count, width, color="gray", edgecolor="black", linewidth=0.5)
-    if (count > 0).any():
+    if (count > 0).any():  # plain "1000" labels, no minor ticks: no mathtext to typeset
         ax_n.set_yscale("log")
+        ax_n.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax_n.yaxis.set_minor_locator(NullLocator())
     ax_n.set_ylabel("count (log)")
     ax_n.set_xlabel("confidence (max probability)")
     ax_n.grid(alpha=0.3)

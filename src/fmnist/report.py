@@ -127,7 +127,7 @@ class _Figures:
     def add(self, name: str, fig: Figure) -> str:
         png = plots.fig_to_png_bytes(fig)
         path = self.folder / f"{name}.png"
-        atomic_write(path, lambda f: f.write(png))
+        atomic_write(path, lambda f: f.write(png), durable=False)  # report.html is durable
         self.written.append(path)
         return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
@@ -227,7 +227,8 @@ def _confusion(p: _Page) -> Section:
     uri = p.figs.add("confusion_matrices", plots.confusion_matrices_plot(cm, p.interp.classes))
     return Section("confusion", "Confusion matrix", (
         '<p class="how">Rows are the true classes, columns the predictions: the diagonal '
-        "holds the correct answers, everything else is a mistake. The normalized matrix "
+        "holds the correct answers, everything else is a mistake; a blank cell is zero. "
+        "The normalized matrix "
         "(right) divides each row by its total, so its diagonal is the recall of each class "
         "and an off-diagonal cell is the share of a class mistaken for another.</p>"
         + img(uri, "confusion matrix, counts and row-normalized")))

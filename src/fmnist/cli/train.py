@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.no_report:
         from ..report import write_report
 
-        write_report(run.dir, dataset=run.dataset)  # the data in memory: not read again
+        write_report(run)  # the model and data in memory: neither is read again
     acc = run.test_accuracy
     where = f"run folder: {run.dir}"
     if acc is None:
