@@ -43,6 +43,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "wf4-p16": {**_WF, "epochs": 4, "epoch_sizes": (16,)},
     "wf5-p20": {**_WF, "epochs": 5, "epoch_sizes": (20, 20)},
     "p20": {"epochs": 4, "epoch_sizes": (20,)},
+    # issue 16, round 4: alternating flips, Muon on the conv filters (fmnist.optim.MuonSGD)
+    "alt3": {"augment": ("altflip",)},
+    "muon3": {"optimizer": "muon-sgd"},
+    "muon3-lr10": {"optimizer": "muon-sgd", "muon_lr": 0.1},
+    "muon3-m85": {"optimizer": "muon-sgd", "muon_lr": 0.1, "muon_momentum": 0.85},
+    "alt-muon3": {"augment": ("altflip",), "optimizer": "muon-sgd"},
+    "alt-wf4": {**_WF, "epochs": 4, "augment": ("altflip",)},
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from .errors import ConfigError
 from .registry import Registry
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon-sgd")
 SCHEDULES = ("constant", "onecycle", "cosine", "linear")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -31,10 +31,12 @@ class Recipe:
     dataset: str = "fashion-mnist"
     epochs: int = 10
     batch_size: int = 128
-    optimizer: str = "adam"  # sgd | adam | adamw
+    optimizer: str = "adam"  # sgd | adam | adamw | muon-sgd (Muon on conv filters, SGD else)
     lr: float = 1e-3
-    momentum: float = 0.0  # sgd only
-    nesterov: bool = False  # sgd only
+    momentum: float = 0.0  # sgd, muon-sgd only
+    nesterov: bool = False  # sgd, muon-sgd only
+    muon_lr: float = 0.24  # muon-sgd: the conv filters' lr (airbench94_muon's)
+    muon_momentum: float = 0.6  # muon-sgd: the conv filters' Nesterov momentum
     adam_eps: float = 1e-7  # Keras' default, not PyTorch's 1e-8
     weight_decay: float = 0.0  # not applied to biases and norm layers
     schedule: str = "constant"  # constant | onecycle | cosine | linear
@@ -95,18 +97,19 @@ class Recipe:
         for name in ("epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "an integer >= 1")
-        if not self.lr > 0:
-            raise bad("lr", "a number > 0")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", " | ".join(OPTIMIZERS))
-        if self.schedule not in SCHEDULES:
-            raise bad("schedule", " | ".join(SCHEDULES))
-        if self.precision not in PRECISIONS:
-            raise bad("precision", " | ".join(PRECISIONS))
-        if not 0 <= self.val_fraction < 1:
-            raise bad("val_fraction", "a fraction in [0, 1)")
-        if not 0 <= self.label_smoothing < 1:
-            raise bad("label_smoothing", "a number in [0, 1)")
+        for name, ok, expected in (
+            ("lr", self.lr > 0, "a number > 0"),
+            ("muon_lr", self.muon_lr > 0, "a number > 0"),
+            ("muon_momentum", 0 <= self.muon_momentum < 1, "a number in [0, 1)"),
+            ("val_fraction", 0 <= self.val_fraction < 1, "a fraction in [0, 1)"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "a number in [0, 1)"),
+        ):
+            if not ok:
+                raise bad(name, expected)
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                              ("precision", PRECISIONS)):
+            if getattr(self, name) not in choices:
+                raise bad(name, " | ".join(choices))
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise bad("ema_decay", "a number in (0, 1), e.g. 0.999")
         monitors = ("auto", "val_loss", "val_acc", "train_loss", "train_acc")
