@@ -47,7 +47,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "muon3": {"optimizer": "muon-sgd"},
     "muon3-lr10": {"optimizer": "muon-sgd", "muon_lr": 0.1},
     "muon3-lr05": {"optimizer": "muon-sgd", "muon_lr": 0.05},
-    "alt-muon3": {"augment": ("altflip",), "optimizer": "muon-sgd"},
+    "alt-muon3": {"augment": ("altflip",), "optimizer": "muon-sgd", "muon_lr": 0.1},
+    "muon3-lr15": {"optimizer": "muon-sgd", "muon_lr": 0.15},
+    "muon-wf4": {**_WF, "epochs": 4, "optimizer": "muon-sgd", "muon_lr": 0.1},
     "alt-wf4": {**_WF, "epochs": 4, "augment": ("altflip",)},
 }
 
