@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     device = select_device(args.device)
     path = RESULTS / f"{args.out_stem}-{device_tag(device)}.json"
-    old = json.loads(path.read_text()) if args.append and path.is_file() else {}
+    keep = args.append or args.step_rates  # step rates go next to the file's runs
+    old = json.loads(path.read_text()) if keep and path.is_file() else {}
     runs = old.get("runs", [])
     if args.step_rates:
         rates = step_rates(names, args.step_rates, args.device)

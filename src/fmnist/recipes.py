@@ -215,6 +215,15 @@ _add(Recipe(
 # a quiet machine): short of 93.0% and slower, not taken; a fifth seed (4) gave 92.99%, so
 # over seeds 0-4 the median is 92.99% (92.77-93.09): still short. Progressive resizing (first of 4
 # epochs at 20 px, `epoch_sizes=(20,)`, whiten-frozen): 91.76% (seed 0), dropped.
+# Round 4 (results/fast-variants-acc-cpu.json, its "commands"; OMP_NUM_THREADS=1 on the
+# shared machine, so step rates, not wall seconds, compare time): fast as is 92.85% median of
+# seeds 0-4 (92.64-92.95). Muon on the conv filters (optimizer="muon-sgd", airbench94_muon's
+# split, filters renormalized each step), muon_lr 0.1: 92.96% median of seeds 0-4 (92.79-
+# 93.06), better on every seed (+0.01 to +0.21) at the same step rate (1603 vs 1581 img per
+# CPU-s): short of 93.0%, not taken. muon_lr 0.24 92.39%, 0.05 92.72% (seed 0), 0.15 92.82%
+# (seeds 0-1). Alternating flips (augment="altflip"): 92.69% (92.65-92.71, seeds 0-2), below
+# fast on every seed; with Muon 92.92% (seeds 0-2). Muon + whiten-frozen 4 epochs: 92.89%
+# (seed 0; wf4 alone 92.99%). Dirac init does not apply: fast's convs never have in == out.
 _add(Recipe(
     name="fast", model="fastnet",
     model_kwargs={"widths": (32, 64, 128), "residual": False, "stem": "whiten"},
