@@ -28,7 +28,6 @@ from typing import Any
 from _common import RESULTS, device_tag, select_device, write_result
 
 from fmnist.datasets import load_dataset
-from fmnist.devices import use_bf16
 from fmnist.models import create_model
 from fmnist.recipes import resolve_recipe
 from fmnist.runs import read_history
@@ -43,6 +42,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "wf4-p16": {**_WF, "epochs": 4, "epoch_sizes": (16,)},
     "wf5-p20": {**_WF, "epochs": 5, "epoch_sizes": (20, 20)},
     "p20": {"epochs": 4, "epoch_sizes": (20,)},
+    # issue 16, round 4: alternating flips, Muon on the conv filters (fmnist.optim.MuonSGD)
+    "alt3": {"augment": ("altflip",)},
+    "muon3": {"optimizer": "muon-sgd"},
+    "muon3-lr10": {"optimizer": "muon-sgd", "muon_lr": 0.1},
+    "muon3-lr05": {"optimizer": "muon-sgd", "muon_lr": 0.05},
+    "alt-muon3": {"augment": ("altflip",), "optimizer": "muon-sgd", "muon_lr": 0.1},
+    "muon3-lr15": {"optimizer": "muon-sgd", "muon_lr": 0.15},
+    "muon-wf4": {**_WF, "epochs": 4, "optimizer": "muon-sgd", "muon_lr": 0.1},
+    "alt-wf4": {**_WF, "epochs": 4, "augment": ("altflip",)},
 }
 
 
@@ -61,18 +69,35 @@ def run_variant(name: str, seed: int, ds, device: str) -> dict[str, Any]:
     return row
 
 
-def step_rates(names: list[str], repeats: int, device: str) -> dict[str, float]:
-    """Median images per CPU-second of a training step of each variant's model on 28x28
-    batches (a resized first epoch is not modelled), measured alternately (tta.step_rate)."""
-    from tta import step_rate
+def step_rate(recipe, dev, steps: int = 20) -> float:
+    """Images per CPU-second of the fit loop's own step (fmnist.loop.train_step) with the
+    recipe's model, optimizer (Muon's orthogonalization included) and precision, on random
+    28x28 batches, after 3 warm-up steps."""
+    import torch
 
+    from fmnist.loop import TrainState, train_step
+
+    model = create_model(recipe.model, num_classes=10, **recipe.model_kwargs)
+    model = model.to(dev, memory_format=torch.channels_last).train()
+    state = TrainState.create(recipe, model, dev, steps_per_epoch=steps + 3)
+    x = torch.randn(recipe.batch_size, 1, 28, 28, device=dev)
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (recipe.batch_size,), device=dev)
+    for i in range(steps + 3):
+        if i == 3:
+            t0 = time.process_time()
+        train_step(state, x, y)
+    return recipe.batch_size * steps / (time.process_time() - t0)
+
+
+def step_rates(names: list[str], repeats: int, device: str) -> dict[str, float]:
+    """Median images per CPU-second of a training step of each variant on 28x28 batches
+    (a resized first epoch is not modelled), measured alternately."""
     dev = select_device(device)
     rates: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(repeats):
         for n in names:
-            recipe = resolve_recipe("fast", **VARIANTS[n])
-            model = create_model(recipe.model, num_classes=10, **recipe.model_kwargs)
-            rates[n].append(step_rate(model, dev, use_bf16(dev, recipe.precision)))
+            rates[n].append(step_rate(resolve_recipe("fast", **VARIANTS[n]), dev))
     return {n: round(statistics.median(v)) for n, v in rates.items()}
 
 
@@ -110,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
     device = select_device(args.device)
     path = RESULTS / f"{args.out_stem}-{device_tag(device)}.json"
-    old = json.loads(path.read_text()) if args.append and path.is_file() else {}
+    keep = args.append or args.step_rates  # step rates go next to the file's runs
+    old = json.loads(path.read_text()) if keep and path.is_file() else {}
     runs = old.get("runs", [])
     if args.step_rates:
         rates = step_rates(names, args.step_rates, args.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fmnist.augment import AUGMENTATIONS, build_augment, parse_augment
+from fmnist.augment import AUGMENTATIONS, BatchPlace, build_augment, parse_augment
 from fmnist.errors import ConfigError
 
 
@@ -19,15 +19,45 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _place(n: int = 16, epoch: int = 1, seed: int = 0, index=None) -> BatchPlace:
+    return BatchPlace(torch.arange(n) if index is None else index, epoch, seed)
+
+
 @pytest.mark.parametrize("name", AUGMENTATIONS.names())
 def test_every_augmentation_keeps_shape_range_and_is_seeded(name):
     aug = build_augment([name])
     x = _batch()
-    a, b = aug(x.clone(), _gen(1)), aug(x.clone(), _gen(1))
+    a, b = aug(x.clone(), _gen(1), _place(seed=1)), aug(x.clone(), _gen(1), _place(seed=1))
     assert a.shape == x.shape and a.dtype == x.dtype
     assert torch.equal(a, b)  # same generator state, same result
-    assert not torch.equal(a, aug(x.clone(), _gen(2)))  # another seed, other draws
+    assert not torch.equal(a, aug(x.clone(), _gen(2), _place(seed=2)))  # other draws
     assert a.min() >= 0 and a.max() <= 1.0 + 1e-6
+
+
+def _altflip_mask(epoch: int, seed: int = 0, index=None) -> torch.Tensor:
+    """Which images of a batch (index 0..999 unless given) altflip mirrors."""
+    index = torch.arange(1000) if index is None else index
+    x = torch.zeros(len(index), 1, 28, 28)
+    x[..., :3] = 1.0  # bright on the left: mirrored, bright on the right
+    out = build_augment(["altflip"])(x, _gen(epoch), _place(epoch=epoch, seed=seed, index=index))
+    assert torch.equal(out[..., :3] + out[..., -3:], torch.ones_like(out[..., :3]))
+    return out[:, 0, 0, -1] == 1.0
+
+
+def test_altflip_flips_each_image_in_alternate_epochs():
+    first = _altflip_mask(1)
+    assert 0.45 < first.float().mean() < 0.55  # half of them in epoch 1, by the hash
+    assert torch.equal(_altflip_mask(2), ~first)  # the others in epoch 2
+    assert torch.equal(_altflip_mask(3), first) and torch.equal(_altflip_mask(4), ~first)
+    other_seed = _altflip_mask(1, seed=1)
+    assert 0.4 < (other_seed != first).float().mean() < 0.6  # the seed picks the half
+    order = torch.randperm(1000, generator=_gen(3))  # a function of the image, not its slot
+    assert torch.equal(_altflip_mask(2, index=order), ~first[order])
+
+
+def test_altflip_needs_the_batch_place():
+    with pytest.raises(ValueError, match="altflip needs"):
+        build_augment(["altflip"])(_batch(), _gen())
 
 
 def test_flip_with_probability_one_mirrors():
@@ -70,11 +100,16 @@ def test_photometric_changes_intensity_not_geometry():
     assert not torch.allclose(out, x)
 
 
-def test_unknown_and_malformed_augmentations_are_named():
-    with pytest.raises(ConfigError, match="unknown augmentation 'rotate'.*Valid"):
-        parse_augment("rotate")
-    with pytest.raises(ConfigError, match="'translate:two'.*not a number"):
-        parse_augment("translate:two")
+@pytest.mark.parametrize("spec, match", [
+    ("rotate", "unknown augmentation 'rotate'.*Valid"),
+    ("alt-flip", "unknown augmentation 'alt-flip'.*altflip"),
+    ("translate:two", "'translate:two'.*not a number"),
+    ("altflip:half", "'altflip:half'.*not a number"),
+])
+def test_unknown_and_malformed_augmentations_are_named(spec, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        parse_augment(spec)
+    assert "\n" not in str(e.value)
     assert build_augment([]) is None
 
 

@@ -172,11 +172,17 @@ def _params(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def test_resume_after_interrupt_gives_identical_results(learnable_dataset, tmp_path):
-    ref = train(data=learnable_dataset, out=tmp_path / "ref", **QUICK)
+# alternating flips (a function of seed, epoch and image) and Muon's momentum resume too
+QUICK_ALT = {**QUICK, "augment": ("altflip", "translate:2"), "optimizer": "muon-sgd",
+             "lr": 0.02, "momentum": 0.9, "muon_lr": 0.02}
+
+
+@pytest.mark.parametrize("quick", [QUICK, QUICK_ALT], ids=["adam-flips", "muon-altflip"])
+def test_resume_after_interrupt_gives_identical_results(learnable_dataset, tmp_path, quick):
+    ref = train(data=learnable_dataset, out=tmp_path / "ref", **quick)
     with pytest.raises(TrainingInterrupted) as e:
         train(data=learnable_dataset, out=tmp_path / "cut", callbacks=[_InterruptAfter(1)],
-              **QUICK)
+              **quick)
     assert e.value.epoch == 2 and e.value.step == 0
     assert read_config(tmp_path / "cut")["status"] == "interrupted"
     assert len(read_history(tmp_path / "cut")) == 1

@@ -6,13 +6,15 @@ batch of the same shape. No per-sample Python loop: a whole batch costs a few te
 
 Augmentations are named in recipes as strings, ``"name"`` or ``"name:param"``, e.g.
 ``("flip", "translate:2", "erase")``; :func:`build_augment` turns such a tuple into one
-callable.
+callable. A few augmentations (``altflip``) also depend on which images the batch holds and
+the epoch: they read a :class:`BatchPlace`, which the training loop passes.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,20 @@ from .errors import ConfigError
 from .registry import Registry
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BatchPlace:
+    """Where a batch sits in a run: what an augmentation that is a function of the image
+    and the epoch (not of the epoch's generator alone) reads. All three are restored on
+    resume (the index from the seeded epoch permutation), so such augmentations resume
+    exactly."""
+
+    index: torch.Tensor  # (B,) the images' positions in the training split
+    epoch: int  # 1-based
+    seed: int  # the run's seed
+
+
 AUGMENTATIONS: Registry[Callable[[float | None], Augment]] = Registry("augmentation")
 
 
@@ -38,6 +54,40 @@ def flip(p: float | None = None) -> Augment:
         return torch.where(mask[:, None, None, None], x.flip(-1), x)
 
     return apply
+
+
+def _hash32(values: torch.Tensor) -> torch.Tensor:
+    """A well-mixed 32-bit integer hash of int64 ``values`` (every product stays < 2**60)."""
+    h = values & 0xFFFFFFFF
+    for _ in range(2):
+        h = (((h >> 16) ^ h) * 0x45D9F3B) & 0xFFFFFFFF
+    return (h >> 16) ^ h
+
+
+def _placed(augment: Callable[..., torch.Tensor]) -> Augment:
+    augment.needs_place = True  # type: ignore[attr-defined]  # build_augment passes a BatchPlace
+    return augment
+
+
+@AUGMENTATIONS.register("altflip")
+def altflip(p: float | None = None) -> Augment:
+    """Alternating flips (airbench): in epoch 1 each image is mirrored with probability
+    ``p`` (default 0.5), drawn from a hash of the seed and its index; in every later epoch
+    exactly when it was not in the epoch before. Every image is seen both ways in two
+    epochs, instead of by chance."""
+    prob = 0.5 if p is None else p
+
+    def apply(x: torch.Tensor, gen: torch.Generator, place: BatchPlace | None = None
+              ) -> torch.Tensor:
+        if place is None:
+            raise ValueError("altflip needs the batch's image indices and epoch (BatchPlace)")
+        index = place.index.to(device=x.device, dtype=torch.int64)
+        salt = (place.seed * 0x9E3779B1) & 0xFFFFFFFF
+        first = _hash32(index * 2 + 1 + salt) < prob * 2**32
+        mask = first ^ ((place.epoch - 1) % 2 == 1)
+        return torch.where(mask[:, None, None, None], x.flip(-1), x)
+
+    return _placed(apply)
 
 
 @AUGMENTATIONS.register("translate")
@@ -155,14 +205,16 @@ def parse_augment(spec: str) -> tuple[str, float | None]:
 
 
 def build_augment(specs: Sequence[str]) -> Augment | None:
-    """One callable applying the named augmentations in order, or None for none."""
+    """One callable ``(x, gen, place=None)`` applying the named augmentations in order, or
+    None for none; ``place`` (a :class:`BatchPlace`) goes to those that need it."""
     steps = [AUGMENTATIONS.get(name)(param) for name, param in map(parse_augment, specs)]
     if not steps:
         return None
 
-    def apply(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def apply(x: torch.Tensor, gen: torch.Generator, place: BatchPlace | None = None
+              ) -> torch.Tensor:
         for step in steps:
-            x = step(x, gen)
+            x = step(x, gen, place) if getattr(step, "needs_place", False) else step(x, gen)
         return x
 
     return apply

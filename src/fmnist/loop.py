@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .augment import BatchPlace
 from .callbacks import CallbackList
 from .datasets import Split
 from .devices import autocast, use_bf16
@@ -135,10 +136,12 @@ class TrainData:
     batch_size: int
     mean: float
     std: float
-    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
+    augment: Callable[..., torch.Tensor] | None = None  # (x, gen, place): fmnist.augment
     memory_format: torch.memory_format = torch.contiguous_format
     ctx: DistContext = field(default_factory=DistContext)
     size: int | None = None  # resize batches to size x size (progressive resizing)
+    epoch: int = 1  # set by Loop.begin_epoch, with seed: what BatchPlace tells augmentations
+    seed: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -150,7 +153,7 @@ class TrainData:
             idx = idx[self.ctx.rank :: self.ctx.world_size]  # this rank's share
         x = self.images[idx].unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28) in [0,1]
         if self.augment is not None:
-            x = self.augment(x, gen)
+            x = self.augment(x, gen, BatchPlace(idx, self.epoch, self.seed))
         if self.size is not None and self.size != x.shape[-1]:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
                               antialias=True, align_corners=False)
@@ -230,6 +233,7 @@ class Loop:
         self.gen = epoch_generator(seed, epoch, self.device, self.ctx.rank)
         sizes = self.recipe.epoch_sizes
         self.data.size = sizes[epoch - 1] if epoch <= len(sizes) else None
+        self.data.epoch, self.data.seed = epoch, seed
         partial, self.partial = self.partial, None
         if partial:  # resuming mid-epoch: self.step is where it stopped
             self.gen.set_state(partial["gen"])

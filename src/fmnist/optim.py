@@ -7,14 +7,87 @@ import math
 import torch
 from torch import nn
 
+# torch.optim.Muon's own Newton-Schulz iteration and coefficients; torch.optim.Muon itself
+# takes 2-D parameters only, conv filters are 4-D (MuonSGD flattens them per step)
+from torch.optim._muon import DEFAULT_A, DEFAULT_B, DEFAULT_C, _zeropower_via_newtonschulz
+
 from .recipes import Recipe
 
 MAX_WARMUP_FRACTION = 0.3
+NS_STEPS, NS_EPS = 5, 1e-7
+
+
+def _orthogonalize(update: torch.Tensor) -> torch.Tensor:
+    """The nearest semi-orthogonal matrix (approximately, 5 Newton-Schulz steps) to the
+    (out, in*k*k) flattening of a filter bank's update, in the update's shape; scaled by
+    sqrt(max(1, out/in)) as torch.optim.Muon's "original" adjustment."""
+    flat = update.reshape(len(update), -1)
+    ortho = _zeropower_via_newtonschulz(flat, (DEFAULT_A, DEFAULT_B, DEFAULT_C), NS_STEPS,
+                                        NS_EPS)
+    scale = math.sqrt(max(1.0, flat.shape[0] / flat.shape[1]))
+    return (ortho * scale).reshape(update.shape).to(update.dtype)
+
+
+class MuonSGD(torch.optim.Optimizer):
+    """Muon on the param groups marked ``muon`` (conv filters), SGD with (Nesterov)
+    momentum and weight decay on the others (BatchNorm, biases, the head): airbench94_muon's
+    split, as one optimizer so one schedule and one state dict serve both.
+
+    A Muon group's update is its (Nesterov) momentum orthogonalized; before each step its
+    filter bank is rescaled to norm sqrt(out channels) (airbench: a conv followed by BatchNorm
+    is scale-invariant, so this only fixes the step's relative size) and takes no decay."""
+
+    def __init__(self, groups: list[dict], lr: float, momentum: float, nesterov: bool) -> None:
+        super().__init__(groups, {"lr": lr, "momentum": momentum, "nesterov": nesterov,
+                                  "weight_decay": 0.0, "muon": False})
+
+    def _momentum(self, p: torch.Tensor, group: dict) -> torch.Tensor:
+        grad = p.grad
+        if group["weight_decay"]:
+            grad = grad.add(p, alpha=group["weight_decay"])
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(grad)
+        buf = state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+        return grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = self._momentum(p, group)
+                if group["muon"]:
+                    p.mul_(math.sqrt(len(p)) / p.norm().clamp_min(NS_EPS))
+                    update = _orthogonalize(update)
+                p.add_(update, alpha=-group["lr"])
+        return loss
+
+
+def _muon_sgd(recipe: Recipe, model: nn.Module) -> MuonSGD:
+    filters, decay, no_decay = [], [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (filters if p.ndim == 4 else no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": filters, "muon": True, "lr": recipe.muon_lr,
+               "momentum": recipe.muon_momentum, "nesterov": True},
+              {"params": decay, "weight_decay": recipe.weight_decay},
+              {"params": no_decay}]
+    return MuonSGD([g for g in groups if g["params"]], lr=recipe.lr,
+                   momentum=recipe.momentum, nesterov=recipe.nesterov)
 
 
 def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), Keras-compatible Adam, or AdamW; no weight decay on
-    biases and normalization weights."""
+    """SGD (momentum, Nesterov), Keras-compatible Adam, AdamW, or Muon on the conv filters
+    with SGD on the rest (``muon-sgd``); no weight decay on biases and normalization
+    weights."""
+    if recipe.optimizer == "muon-sgd":
+        return _muon_sgd(recipe, model)
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
