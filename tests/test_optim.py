@@ -67,3 +67,15 @@ def test_bad_optimizer_and_augment_specs_are_one_line_config_errors(overrides, m
     with pytest.raises(ConfigError, match=match) as e:
         resolve_recipe("fast", **overrides)
     assert "\n" not in str(e.value)
+
+
+
+def test_muon_sgd_without_torch_muon_is_one_line(monkeypatch):
+    """A torch without torch.optim.Muon: a one-line ConfigError naming the way out when the
+    optimizer is made, and `import fmnist.optim` still works."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.optim._muon", None)  # its import now fails
+    model, _, _ = _model_and_batch()
+    with pytest.raises(ConfigError, match="needs torch.optim.Muon.*--optimizer sgd"):
+        make_optimizer(resolve_recipe("fast", **MUON), model)

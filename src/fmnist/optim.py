@@ -7,10 +7,7 @@ import math
 import torch
 from torch import nn
 
-# torch.optim.Muon's own Newton-Schulz iteration and coefficients; torch.optim.Muon itself
-# takes 2-D parameters only, conv filters are 4-D (MuonSGD flattens them per step)
-from torch.optim._muon import DEFAULT_A, DEFAULT_B, DEFAULT_C, _zeropower_via_newtonschulz
-
+from .errors import ConfigError
 from .recipes import Recipe
 
 MAX_WARMUP_FRACTION = 0.3
@@ -21,6 +18,13 @@ def _orthogonalize(update: torch.Tensor) -> torch.Tensor:
     """The nearest semi-orthogonal matrix (approximately, 5 Newton-Schulz steps) to the
     (out, in*k*k) flattening of a filter bank's update, in the update's shape; scaled by
     sqrt(max(1, out/in)) as torch.optim.Muon's "original" adjustment."""
+    from torch.optim._muon import (  # checked by _newton_schulz_available
+        DEFAULT_A,
+        DEFAULT_B,
+        DEFAULT_C,
+        _zeropower_via_newtonschulz,
+    )
+
     flat = update.reshape(len(update), -1)
     ortho = _zeropower_via_newtonschulz(flat, (DEFAULT_A, DEFAULT_B, DEFAULT_C), NS_STEPS,
                                         NS_EPS)
@@ -69,7 +73,21 @@ class MuonSGD(torch.optim.Optimizer):
         return loss
 
 
+def _newton_schulz_available() -> bool:
+    """torch.optim.Muon's own Newton-Schulz iteration (torch.optim.Muon itself takes 2-D
+    parameters only; conv filters are 4-D, so MuonSGD flattens them per step): a private
+    module of recent torch (2.13 has it), imported only by ``muon-sgd`` runs."""
+    try:
+        from torch.optim._muon import _zeropower_via_newtonschulz  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _muon_sgd(recipe: Recipe, model: nn.Module) -> MuonSGD:
+    if not _newton_schulz_available():
+        raise ConfigError(f"optimizer 'muon-sgd' needs torch.optim.Muon, which torch "
+                          f"{torch.__version__} lacks; use --optimizer sgd, or upgrade torch.")
     filters, decay, no_decay = [], [], []
     for p in model.parameters():
         if p.requires_grad:
