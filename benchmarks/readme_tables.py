@@ -250,6 +250,7 @@ TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {
     "train-step": ("train-step-cpu.json", train_step),
     "model-sizes": ("model-sizes-cpu.json", model_sizes),
     "ensemble-fast": ("ensemble-fast-cpu.json", ensemble),
+    "ensemble-accurate": ("ensemble-accurate-cpu.json", ensemble),
 }
 
 
