@@ -38,6 +38,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -275,15 +276,20 @@ class Dataset:
         """True when every file's MD5 was checked against the registry and matched."""
         return bool(self.checksums) and all(v == "ok" for v in self.checksums.values())
 
+    @cached_property
+    def _pixel_moments(self) -> tuple[float, float]:
+        """(mean, std) of the training pixels: one pass for both, read as they are asked."""
+        return pixel_moments(self.train.images)
+
     @property
     def mean(self) -> float:
         """Mean pixel value of the training images, in [0, 1] (for normalization)."""
-        return pixel_moments(self.train.images)[0]
+        return self._pixel_moments[0]
 
     @property
     def std(self) -> float:
         """Pixel standard deviation of the training images, in [0, 1]."""
-        return pixel_moments(self.train.images)[1]
+        return self._pixel_moments[1]
 
     def split_validation(self, fraction: float, seed: int = 0) -> tuple[Split, Split]:
         """Stratified, deterministic (train, validation) split of the training set."""

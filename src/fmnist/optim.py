@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -73,6 +74,16 @@ class MuonSGD(torch.optim.Optimizer):
         return loss
 
 
+def _decay_split(params: Iterable[nn.Parameter]) -> tuple[list, list]:
+    """The trainable ``params`` that take weight decay (weights) and those that do not
+    (biases and normalization weights, 1-D)."""
+    decay, no_decay = [], []
+    for p in params:
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return decay, no_decay
+
+
 def _newton_schulz_available() -> bool:
     """torch.optim.Muon's own Newton-Schulz iteration (torch.optim.Muon itself takes 2-D
     parameters only; conv filters are 4-D, so MuonSGD flattens them per step): a private
@@ -88,10 +99,9 @@ def _muon_sgd(recipe: Recipe, model: nn.Module) -> MuonSGD:
     if not _newton_schulz_available():
         raise ConfigError(f"optimizer 'muon-sgd' needs torch.optim.Muon, which torch "
                           f"{torch.__version__} lacks; use --optimizer sgd, or upgrade torch.")
-    filters, decay, no_decay = [], [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (filters if p.ndim == 4 else no_decay if p.ndim <= 1 else decay).append(p)
+    params = [p for p in model.parameters() if p.requires_grad]
+    filters = [p for p in params if p.ndim == 4]
+    decay, no_decay = _decay_split(p for p in params if p.ndim != 4)
     groups = [{"params": filters, "muon": True, "lr": recipe.muon_lr,
                "momentum": recipe.muon_momentum, "nesterov": True},
               {"params": decay, "weight_decay": recipe.weight_decay},
@@ -106,10 +116,7 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     weights."""
     if recipe.optimizer == "muon-sgd":
         return _muon_sgd(recipe, model)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+    decay, no_decay = _decay_split(model.parameters())
     groups = [{"params": decay, "weight_decay": recipe.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if recipe.optimizer == "sgd":
