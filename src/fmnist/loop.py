@@ -35,6 +35,7 @@ from .distributed import DistContext
 from .evaluation import predict_probs
 from .optim import make_optimizer, make_scheduler
 from .recipes import Recipe
+from .selection import LossTable, epoch_steps
 
 log = logging.getLogger("fmnist")
 
@@ -146,11 +147,20 @@ class TrainData:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, perm: torch.Tensor, step: int, gen: torch.Generator
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def indices(self, perm: torch.Tensor, step: int) -> torch.Tensor:
+        """The images of step ``step`` of an epoch in order ``perm`` (this rank's share)."""
         idx = perm[step * self.batch_size : (step + 1) * self.batch_size]
         if self.ctx.enabled:
-            idx = idx[self.ctx.rank :: self.ctx.world_size]  # this rank's share
+            idx = idx[self.ctx.rank :: self.ctx.world_size]
+        return idx
+
+    def batch(self, perm: torch.Tensor, step: int, gen: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.batch_of(self.indices(perm, step), gen)
+
+    def batch_of(self, idx: torch.Tensor, gen: torch.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``idx`` augmented and normalized (B, 1, H, W), and their labels."""
         x = self.images[idx].unsqueeze(1).float().div_(255.0)  # (B, 1, 28, 28) in [0,1]
         if self.augment is not None:
             x = self.augment(x, gen, BatchPlace(idx, self.epoch, self.seed))
@@ -195,6 +205,12 @@ class Loop:
     gen: torch.Generator | None = None
     row: dict[str, Any] | None = None
     eval_module: nn.Module | None = None  # set by the EMA callback
+    losses: LossTable | None = None  # each image's last loss, when epochs draw a share
+
+    def __post_init__(self) -> None:
+        if self.recipe.epoch_fractions and self.losses is None:
+            self.losses = LossTable(len(self.data), self.recipe.label_smoothing,
+                                    self.data.labels.device)
 
     @property
     def model(self) -> nn.Module:
@@ -218,7 +234,9 @@ class Loop:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.data) / self.recipe.batch_size)
+        """Steps of the current epoch (a full one before :meth:`begin_epoch`)."""
+        n = len(self.data) if self.perm is None else len(self.perm)
+        return math.ceil(n / self.recipe.batch_size)
 
     def predict_probs(self, images: np.ndarray, tta: bool = False) -> np.ndarray:
         """(N, C) probabilities of :attr:`model` for uint8 images (N, 28, 28)."""
@@ -229,12 +247,12 @@ class Loop:
     def begin_epoch(self, epoch: int) -> None:
         self.epoch, self.epoch_done, self.row = epoch, False, None
         seed = self.recipe.seed
-        self.perm = epoch_permutation(len(self.data), seed, epoch, self.device)
+        partial, self.partial = self.partial, None
+        self.perm = self._epoch_order(epoch, partial)
         self.gen = epoch_generator(seed, epoch, self.device, self.ctx.rank)
         sizes = self.recipe.epoch_sizes
         self.data.size = sizes[epoch - 1] if epoch <= len(sizes) else None
         self.data.epoch, self.data.seed = epoch, seed
-        partial, self.partial = self.partial, None
         if partial:  # resuming mid-epoch: self.step is where it stopped
             self.gen.set_state(partial["gen"])
             self.meters = Meters(self.device, **{k: partial[k] for k in
@@ -242,6 +260,19 @@ class Loop:
         else:
             self.step, self.meters = 0, Meters(self.device)
         self.state.model.train()
+
+    def _epoch_order(self, epoch: int, partial: dict[str, Any] | None) -> torch.Tensor:
+        """The images of epoch ``epoch`` in the order it visits them: a seeded permutation,
+        kept to the epoch's draw when it trains on a share (a resumed epoch: its own)."""
+        if partial and partial.get("perm") is not None:
+            return partial["perm"].to(self.device)
+        n, seed = len(self.data), self.recipe.seed
+        perm = epoch_permutation(n, seed, epoch, self.device)
+        if self.losses is None:
+            return perm
+        full = math.ceil(n / self.recipe.batch_size)
+        k = epoch_steps(self.recipe, epoch, full) * self.recipe.batch_size
+        return self.losses.draw(perm, k, seed, epoch)
 
     def checkpoint(self) -> dict[str, Any]:
         """The resumable state: after an epoch's end the next epoch at step 0; mid-epoch
@@ -253,7 +284,10 @@ class Loop:
             "callbacks": self.callbacks.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(
                 self.device) if self.device.type == "cuda" else None},
-            "partial": {"gen": self.gen.get_state(), **self.meters.totals()} if mid else None,
+            "partial": {"gen": self.gen.get_state(), **self.meters.totals(),
+                        "perm": self.perm.cpu() if self.losses is not None else None}
+            if mid else None,
+            "losses": self.losses.state_dict() if self.losses is not None else None,
         }
 
     def restore(self, checkpoint: dict[str, Any], callback_states: dict[str, Any]) -> None:
@@ -262,6 +296,8 @@ class Loop:
         self.callbacks.load_state_dict(callback_states)
         self.epoch, self.step = int(checkpoint["epoch"]), int(checkpoint["step"])
         self.partial = checkpoint.get("partial") or None
+        if self.losses is not None and checkpoint.get("losses") is not None:
+            self.losses.load_state_dict(checkpoint["losses"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
         if self.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], self.device)
@@ -277,9 +313,12 @@ def train_epoch(loop: Loop, interrupted: Callable[[], bool] = lambda: False) -> 
     """Steps from ``loop.step`` to the epoch's end; returns the epoch's training seconds."""
     t0 = time.perf_counter()
     for step in range(loop.step, loop.steps_per_epoch):
-        x, y = loop.data.batch(loop.perm, step, loop.gen)
+        idx = loop.data.indices(loop.perm, step)
+        x, y = loop.data.batch_of(idx, loop.gen)
         loss, logits = train_step(loop.state, x, y)
         loop.meters.update(loss, logits, y)
+        if loop.losses is not None:
+            loop.losses.record(idx, logits, y)
         loop.step = step + 1
         loop.callbacks.call("on_step_end", loop)
         if interrupted():

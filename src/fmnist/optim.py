@@ -10,6 +10,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .recipes import Recipe
+from .selection import total_steps
 
 MAX_WARMUP_FRACTION = 0.3
 NS_STEPS, NS_EPS = 5, 1e-7
@@ -144,9 +145,10 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int) -> float:
 
 
 def make_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
-    """Per-step LambdaLR; the warm-up is capped at 30% of the run, so a recipe shortened
-    with --epochs still ends with its learning rate annealed."""
-    total = recipe.epochs * steps_per_epoch
+    """Per-step LambdaLR over the run's steps (short epochs of ``epoch_fractions``
+    included); the warm-up is capped at 30% of the run, so a recipe shortened with
+    --epochs still ends with its learning rate annealed."""
+    total = total_steps(recipe, steps_per_epoch)
     warmup = min(int(round(recipe.warmup_epochs * steps_per_epoch)),
                  int(MAX_WARMUP_FRACTION * total))
     return torch.optim.lr_scheduler.LambdaLR(

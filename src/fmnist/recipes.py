@@ -47,6 +47,8 @@ class Recipe:
     augment: tuple[str, ...] = ()  # see fmnist.augment, e.g. ("flip", "translate:2")
     epoch_sizes: tuple[int, ...] = ()  # progressive resizing: image side of epochs 1, 2, ...
     # (after augmentation, antialiased); later epochs at the data's own size
+    epoch_fractions: tuple[float, ...] = ()  # share of a full epoch's steps for epochs 1, 2,
+    # ...: images drawn towards the hard ones by their last loss (fmnist.selection)
     val_fraction: float = 0.0  # stratified hold-out of the training set
     monitor: str = "auto"  # val_loss | val_acc | train_loss | train_acc; auto: val_loss if val
     patience: int | None = None  # early stopping after this many epochs without improvement
@@ -67,6 +69,8 @@ class Recipe:
         object.__setattr__(self, "augment", tuple(self.augment))
         object.__setattr__(self, "epoch_sizes", tuple(
             int(v) if str(v).strip().isdigit() else v for v in self.epoch_sizes))
+        object.__setattr__(self, "epoch_fractions", tuple(
+            _number(v) for v in self.epoch_fractions))
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))
 
     @property
@@ -126,6 +130,10 @@ class Recipe:
             parse_augment(spec)
         if any(not isinstance(v, int) or not 8 <= v <= 28 for v in self.epoch_sizes):
             raise bad("epoch_sizes", "image sides in [8, 28] per epoch, e.g. (20,)")
+        if (any(not isinstance(v, float) or not 0 < v <= 1 for v in self.epoch_fractions)
+                or self.epoch_fractions[:1] not in ((), (1.0,))):
+            raise bad("epoch_fractions", "shares in (0, 1] per epoch, the first 1 (every "
+                      "image seen once), e.g. (1, 0.5, 0.5)")
         if not 0 <= self.freeze_epochs < self.epochs:
             raise bad("freeze_epochs", f"an integer in [0, epochs={self.epochs})")
         if self.freeze_epochs and self.init is None:
@@ -143,6 +151,7 @@ class Recipe:
         d = dataclasses.asdict(self)
         d["augment"] = list(self.augment)
         d["epoch_sizes"] = list(self.epoch_sizes)
+        d["epoch_fractions"] = list(self.epoch_fractions)
         return d
 
     @classmethod
@@ -152,6 +161,16 @@ class Recipe:
         if unknown:
             raise ConfigError(f"unknown recipe fields {unknown}; valid: {sorted(known)}.")
         return cls(**d)
+
+
+def _number(value: Any) -> Any:
+    """A share given as text (a CLI flag) as a float; anything else as it is."""
+    if isinstance(value, bool):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
 
 
 RECIPES: Registry[Recipe] = Registry("recipe")

@@ -56,7 +56,7 @@ def add_recipe_flags(p: argparse.ArgumentParser) -> None:
             del kw["metavar"]
         elif t.startswith("tuple"):
             kw["type"] = lambda v: tuple(x for x in v.split(",") if x)
-            kw["metavar"] = "NAME[:P],..."
+            kw["metavar"] = "NAME[:P],..." if t == "tuple[str, ...]" else "N,..."
         elif t.startswith("dict"):
             kw["type"] = _parse_kwargs
             kw["metavar"] = "K=V,..."
