@@ -8,7 +8,6 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .errors import ConfigError
 from .recipes import Recipe
 from .selection import total_steps
 
@@ -16,22 +15,34 @@ MAX_WARMUP_FRACTION = 0.3
 NS_STEPS, NS_EPS = 5, 1e-7
 
 
-def _orthogonalize(update: torch.Tensor) -> torch.Tensor:
-    """The nearest semi-orthogonal matrix (approximately, 5 Newton-Schulz steps) to the
-    (out, in*k*k) flattening of a filter bank's update, in the update's shape; scaled by
-    sqrt(max(1, out/in)) as torch.optim.Muon's "original" adjustment."""
-    from torch.optim._muon import (  # checked by _newton_schulz_available
-        DEFAULT_A,
-        DEFAULT_B,
-        DEFAULT_C,
-        _zeropower_via_newtonschulz,
-    )
+# the quintic Newton-Schulz coefficients of Muon (Keller Jordan), as torch.optim.Muon's
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
+
+def newton_schulz(matrix: torch.Tensor, steps: int = NS_STEPS) -> torch.Tensor:
+    """Approximately the nearest semi-orthogonal matrix to a 2-D ``matrix`` (U V^T of its
+    SVD; singular values land in about [0.5, 1.5], which Muon does not mind), in bf16:
+    ``steps`` iterations of X <- aX + (bXX^T + c(XX^T)^2)X on the wide orientation, after
+    scaling X to unit Frobenius norm (so its spectral norm is at most 1)."""
+    a, b, c = NS_COEFFICIENTS
+    tall = matrix.size(0) > matrix.size(1)
+    x = matrix.bfloat16()
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=NS_EPS)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+def _orthogonalize(update: torch.Tensor) -> torch.Tensor:
+    """:func:`newton_schulz` of the (out, in*k*k) flattening of a filter bank's update, in
+    the update's shape and dtype, scaled by sqrt(max(1, out/in)) (Muon's "original"
+    adjustment)."""
     flat = update.reshape(len(update), -1)
-    ortho = _zeropower_via_newtonschulz(flat, (DEFAULT_A, DEFAULT_B, DEFAULT_C), NS_STEPS,
-                                        NS_EPS)
     scale = math.sqrt(max(1.0, flat.shape[0] / flat.shape[1]))
-    return (ortho * scale).reshape(update.shape).to(update.dtype)
+    return (newton_schulz(flat) * scale).reshape(update.shape).to(update.dtype)
 
 
 class MuonSGD(torch.optim.Optimizer):
@@ -85,21 +96,7 @@ def _decay_split(params: Iterable[nn.Parameter]) -> tuple[list, list]:
     return decay, no_decay
 
 
-def _newton_schulz_available() -> bool:
-    """torch.optim.Muon's own Newton-Schulz iteration (torch.optim.Muon itself takes 2-D
-    parameters only; conv filters are 4-D, so MuonSGD flattens them per step): a private
-    module of recent torch (2.13 has it), imported only by ``muon-sgd`` runs."""
-    try:
-        from torch.optim._muon import _zeropower_via_newtonschulz  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _muon_sgd(recipe: Recipe, model: nn.Module) -> MuonSGD:
-    if not _newton_schulz_available():
-        raise ConfigError(f"optimizer 'muon-sgd' needs torch.optim.Muon, which torch "
-                          f"{torch.__version__} lacks; use --optimizer sgd, or upgrade torch.")
     params = [p for p in model.parameters() if p.requires_grad]
     filters = [p for p in params if p.ndim == 4]
     decay, no_decay = _decay_split(p for p in params if p.ndim != 4)
