@@ -2,13 +2,14 @@
 
     python benchmarks/fast_variants.py [--variants base,wf4,wf4-p20] [--seeds 0,1,2]
                                        [--out-stem fast-variants] [--append]
-                                       [--step-rates REPEATS]
+                                       [--step-rates REPEATS] [--recipe fast]
 
 Seeds run in the outer loop and variants alternately in the inner one, so a machine
 whose load changes affects every variant alike. Each run is `fmnist.train("fast",
-**overrides)` as the CLI trains it (calibration hold-out, final test evaluation with the
-recipe's TTA), without the report. Writes ``benchmarks/results/<out-stem>-<device>.json``:
-every run (seed, test accuracy, training seconds, whole train() seconds) and per variant
+**overrides)` (``--recipe``: another base recipe) as the CLI trains it (calibration
+hold-out, final test evaluation with the recipe's TTA), without the report. Writes
+``benchmarks/results/<out-stem>-<device>.json``: every run (seed, test accuracy, training
+seconds, whole train() seconds) and per variant
 the medians and the ratio of its median training time to ``base``'s. ``--append`` adds
 runs to the file's (a study in several sittings); ``--step-rates`` only measures each
 variant's images per CPU-second of a training step (wall-clock seconds on a shared
@@ -51,14 +52,31 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "muon3-lr15": {"optimizer": "muon-sgd", "muon_lr": 0.15},
     "muon-wf4": {**_WF, "epochs": 4, "optimizer": "muon-sgd", "muon_lr": 0.1},
     "alt-wf4": {**_WF, "epochs": 4, "augment": ("altflip",)},
+    # round 5: later epochs on a share of the images, drawn towards the hard ones
+    "share50": {"epochs": 4, "epoch_fractions": (1, 0.5, 0.5, 0.5)},
+    "share40": {"epochs": 4, "epoch_fractions": (1, 0.4, 0.4, 0.4)},
+    "share30x5": {"epochs": 5, "epoch_fractions": (1, 0.3, 0.3, 0.3, 0.3)},
+    "share50-muon": {"epochs": 4, "epoch_fractions": (1, 0.5, 0.5, 0.5),
+                     "optimizer": "muon-sgd", "muon_lr": 0.1},
+    "share40-muon": {"epochs": 4, "epoch_fractions": (1, 0.4, 0.4, 0.4),
+                     "optimizer": "muon-sgd", "muon_lr": 0.1},
+    "share50x3-muon": {"epochs": 3, "epoch_fractions": (1, 0.5, 0.5),
+                       "optimizer": "muon-sgd", "muon_lr": 0.1},
+    "share30x5-muon": {"epochs": 5, "epoch_fractions": (1, 0.3, 0.3, 0.3, 0.3),
+                       "optimizer": "muon-sgd", "muon_lr": 0.1},
+    # for --recipe accurate (20 epochs): 26 epochs, 23 of them on 60% of the steps
+    "acc-share60": {"epochs": 26, "epoch_fractions": (1, 1, 1) + (0.6,) * 23},
+    "acc-share60-muon": {"epochs": 26, "epoch_fractions": (1, 1, 1) + (0.6,) * 23,
+                         "optimizer": "muon-sgd", "muon_lr": 0.1},
 }
 
 
-def run_variant(name: str, seed: int, ds, device: str) -> dict[str, Any]:
+def run_variant(name: str, seed: int, ds, device: str, recipe: str = "fast"
+                ) -> dict[str, Any]:
     """Train one variant with one seed in a temporary folder; its figures."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        train("fast", out=Path(tmp) / "run", data=ds, device=device, seed=seed,
+        train(recipe, out=Path(tmp) / "run", data=ds, device=device, seed=seed,
               **VARIANTS[name])
         wall = time.perf_counter() - t0
         metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
@@ -124,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out-stem", default="fast-variants")
+    p.add_argument("--recipe", default="fast", help="the recipe the variants change")
     p.add_argument("--step-rates", type=int, metavar="REPEATS",
                    help="only measure each variant's training-step rate, REPEATS times")
     p.add_argument("--append", action="store_true",
@@ -150,10 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:  # written after every run: an interrupted study keeps its runs
             if (name, int(seed)) in done:
                 continue
-            runs.append(run_variant(name, int(seed), ds, args.device))
+            runs.append(run_variant(name, int(seed), ds, args.device, args.recipe))
             summary = summarize(runs)
             kept = {k: old[k] for k in ("step_rates",) if k in old}
-            write_result(args.out_stem, device, {"runs": runs, "summary": summary, **kept})
+            write_result(args.out_stem, device, {"recipe": args.recipe, "runs": runs,
+                                                 "summary": summary, **kept})
     print(json.dumps(summarize(runs), indent=2, default=str))
     return 0
 
