@@ -19,11 +19,11 @@ from fmnist.selection import LossTable, epoch_steps, total_steps
 from fmnist.training import train
 
 
-def test_epoch_steps_follow_the_shares_and_later_epochs_are_full():
-    recipe = resolve_recipe("fast", epochs=4, epoch_fractions=(1, 0.5, 0.25))
-    assert [epoch_steps(recipe, e, 10) for e in (1, 2, 3, 4)] == [10, 5, 3, 10]
-    assert total_steps(recipe, 10) == 28
-    assert total_steps(resolve_recipe("fast", epochs=4), 10) == 40
+def test_epoch_steps_follow_the_shares_and_later_epochs_take_the_last():
+    recipe = resolve_recipe("fast", epochs=5, epoch_fractions=(1, 0.5, 0.25))
+    assert [epoch_steps(recipe, e, 10) for e in (1, 2, 3, 4, 5)] == [10, 5, 3, 3, 3]
+    assert total_steps(recipe, 10) == 24
+    assert total_steps(resolve_recipe("fast", epochs=4, epoch_fractions=()), 10) == 40
 
 
 def test_the_schedule_spans_the_short_epochs_and_ends_annealed():

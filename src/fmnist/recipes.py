@@ -48,7 +48,7 @@ class Recipe:
     epoch_sizes: tuple[int, ...] = ()  # progressive resizing: image side of epochs 1, 2, ...
     # (after augmentation, antialiased); later epochs at the data's own size
     epoch_fractions: tuple[float, ...] = ()  # share of a full epoch's steps for epochs 1, 2,
-    # ...: images drawn towards the hard ones by their last loss (fmnist.selection)
+    # ... (later epochs: the last): images drawn towards the hard ones (fmnist.selection)
     val_fraction: float = 0.0  # stratified hold-out of the training set
     monitor: str = "auto"  # val_loss | val_acc | train_loss | train_acc; auto: val_loss if val
     patience: int | None = None  # early stopping after this many epochs without improvement
@@ -276,7 +276,9 @@ _add(Recipe(
 
 
 # --- Real photos and fine-tuning ---------------------------------------------------------
-# `photo`: fast's net and schedule on Fashion-MNIST + the clothing-dataset-small training
+# `photo`: fast's net and its SGD one-cycle schedule (fast before round 5, 4 epochs here; the
+# Muon + hard-image shares of today's fast are not yet tried on photos) on Fashion-MNIST + the
+# clothing-dataset-small training
 # photos (fmnist.photo_data), all through the preprocessing `fmnist predict` uses. Chosen by
 # accuracy on the real photos of clothing-dataset-small validation/ and web-dev/ (measure
 # only, never trained on), figures and commands in the README; seed 0, 4 epochs:

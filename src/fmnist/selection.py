@@ -1,7 +1,8 @@
 """Which training images an epoch trains on: all of them, or a share drawn towards the hard.
 
 ``Recipe.epoch_fractions`` gives each epoch's share of a full epoch's optimizer steps
-(epochs past the tuple's end are full; the first must be full, to see every image once).
+(epochs past the tuple's end take its last share, so ``--epochs`` trains longer the same
+way; the first must be 1, to see every image once; empty: every epoch full).
 An epoch with a share below 1 trains on ``steps x batch_size`` images drawn without
 replacement, each weighted by the square of its rank in :class:`LossTable` -- the loss it
 had when it was last trained on, read from the logits the step computed anyway, so the
@@ -24,8 +25,8 @@ from .recipes import Recipe
 
 def epoch_share(recipe: Recipe, epoch: int) -> float:
     """Epoch ``epoch``'s (1-based) share of a full epoch's steps."""
-    shares = recipe.epoch_fractions
-    return float(shares[epoch - 1]) if epoch <= len(shares) else 1.0
+    shares = recipe.epoch_fractions or (1.0,)
+    return float(shares[min(epoch, len(shares)) - 1])
 
 
 def epoch_steps(recipe: Recipe, epoch: int, steps_per_epoch: int) -> int:
