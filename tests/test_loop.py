@@ -19,7 +19,7 @@ CPU = torch.device("cpu")
 def _recipe(**kw):
     base = dict(model="baseline-small", optimizer="sgd", lr=0.1, momentum=0.0, epochs=2,
                 batch_size=32, schedule="constant", label_smoothing=0.0, augment=(),
-                weight_decay=0.0, precision="fp32", seed=0)
+                weight_decay=0.0, precision="fp32", seed=0, epoch_fractions=())
     return resolve_recipe("fast", **{**base, **kw})
 
 

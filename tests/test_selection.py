@@ -76,6 +76,29 @@ def test_a_draw_keeps_k_images_in_the_epochs_order_favouring_high_losses():
     assert torch.equal(table.draw(perm, n, seed=0, epoch=2), perm)  # a full epoch
 
 
+class _TwoRanks:
+    """A DistContext stand-in for rank 0 of two: its sums add the other rank's tensors."""
+
+    enabled = True
+
+    def __init__(self, other):
+        self.pending = [torch.where(other.fresh, other.loss, 0.0), other.fresh.float()]
+
+    def sum_tensor_(self, t):
+        return t.add_(self.pending.pop(0))
+
+
+def test_merge_gives_each_rank_the_others_records():
+    mine, theirs = LossTable(6), LossTable(6)
+    logits, labels = torch.randn(2, 3), torch.tensor([0, 2])
+    mine.record(torch.tensor([0, 1]), logits, labels)
+    theirs.record(torch.tensor([4, 5]), logits.flip(0), labels.flip(0))
+    expected = torch.cat([mine.loss[:2], torch.tensor([math.inf] * 2), theirs.loss[4:]])
+    mine.merge(_TwoRanks(theirs))
+    torch.testing.assert_close(mine.loss, expected)
+    assert not mine.fresh.any()  # the next merge sends only what is new
+
+
 QUICK_SHARE = dict(model="baseline-small", epochs=3, batch_size=64, optimizer="sgd", lr=0.05,
                    momentum=0.9, schedule="onecycle", warmup_epochs=1,
                    epoch_fractions=(1, 0.5, 0.5), train_limit=640, test_limit=200)

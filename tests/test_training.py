@@ -95,7 +95,8 @@ def test_whitening_stem_is_set_from_the_data_and_saved(learnable_dataset, tmp_pa
     random_init = create_model("fastnet", stem="whiten").stem[0].conv.weight
     run = train(data=learnable_dataset, out=tmp_path / "w", model="fastnet",
                 model_kwargs={"widths": (16, 32), "stem": "whiten"}, epochs=2,
-                batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, seed=1)
+                batch_size=64, optimizer="sgd", lr=0.05, momentum=0.9, seed=1,
+                epoch_fractions=())
     model, _ = load_model(run.dir)
     weight = model.stem[0].conv.weight
     assert not torch.allclose(weight, random_init)  # set from the data, kept through training

@@ -66,6 +66,12 @@ class DistContext:
         dist.all_reduce(t)
         return t.cpu().tolist()
 
+    def sum_tensor_(self, t: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum of a tensor across ranks, in place (on its own device)."""
+        if self.enabled:
+            dist.all_reduce(t)
+        return t
+
     def any(self, flag: bool) -> bool:
         """True on every rank if it is true on any."""
         return self.sum([1.0 if flag else 0.0])[0] > 0 if self.enabled else flag

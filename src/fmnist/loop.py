@@ -303,7 +303,14 @@ class Loop:
             torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], self.device)
 
 
+def _merge_losses(loop: Loop) -> None:
+    """Every rank's image losses in every rank's table (before a draw or a checkpoint)."""
+    if loop.losses is not None:
+        loop.losses.merge(loop.ctx)
+
+
 def _interrupt(loop: Loop, epoch: int, step: int) -> NoReturn:
+    _merge_losses(loop)
     loop.callbacks.call("on_interrupt", loop)
     loop.ctx.barrier()
     raise TrainingInterrupted(loop.run_dir, epoch, step)
@@ -393,6 +400,7 @@ def fit(loop: Loop, val: Split | None = None) -> str:
                 loop.begin_epoch(epoch)
                 hooks.call("on_epoch_begin", loop)
                 seconds = train_epoch(loop, interrupted)
+                _merge_losses(loop)
                 t1 = time.perf_counter()
                 loop.row = epoch_row(loop, seconds, validate(loop, val))
                 loop.row["eval_seconds"] = round(time.perf_counter() - t1, 3)

@@ -9,7 +9,9 @@ had when it was last trained on, read from the logits the step computed anyway, 
 choice costs no forward pass. Easy images (most trousers, bags and sneakers) come up less
 often; none is left out for good, and a hard image's loss falls once it is learnt. The
 epoch visits its draw in the epoch's seeded order, and a checkpoint keeps the table and a
-running epoch's draw, so resume stays exact.
+running epoch's draw, so resume stays exact. Under DDP each rank records the images of its
+own shard; :meth:`LossTable.merge` (at each epoch's end and on an interrupt) gives every
+rank the same table, so every rank draws the same images.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from .distributed import DistContext
 from .recipes import Recipe
 
 
@@ -45,6 +48,7 @@ class LossTable:
     def __init__(self, n: int, label_smoothing: float = 0.0,
                  device: torch.device | str = "cpu") -> None:
         self.loss = torch.full((n,), math.inf, device=device)  # no host sync per step
+        self.fresh = torch.zeros(n, dtype=torch.bool, device=device)  # recorded since merge
         self.label_smoothing = label_smoothing
 
     def record(self, idx: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -52,6 +56,17 @@ class LossTable:
         loss = F.cross_entropy(logits.float(), labels, reduction="none",
                                label_smoothing=self.label_smoothing)
         self.loss[idx] = loss
+        self.fresh[idx] = True
+
+    def merge(self, ctx: DistContext) -> None:
+        """Every rank's new records in every rank's table (a collective: all ranks call it;
+        each image is in one rank's shard of a step, so the sum is that rank's loss)."""
+        if ctx.enabled:
+            values = ctx.sum_tensor_(torch.where(self.fresh, self.loss, 0.0))
+            counts = ctx.sum_tensor_(self.fresh.float())
+            seen = counts > 0
+            self.loss[seen] = values[seen] / counts[seen]
+        self.fresh.zero_()
 
     def draw(self, perm: torch.Tensor, k: int, seed: int, epoch: int) -> torch.Tensor:
         """The images of ``perm`` (an epoch's order) that a draw of ``k`` keeps, in that
@@ -74,3 +89,4 @@ class LossTable:
         if loss.shape != self.loss.shape:
             raise ValueError(f"loss table of {len(loss)} images for {len(self.loss)}")
         self.loss = loss.to(self.loss.device, copy=True)
+        self.fresh.zero_()

@@ -268,9 +268,6 @@ def _job(recipe: Recipe, run_dir: Path, ctx: DistContext, dev: torch.device, ds:
     if init is not None:
         recipe = recipe_for_init(recipe, init)
         mean, std = init.meta.mean, init.meta.std
-    if recipe.epoch_fractions and ctx.enabled:
-        raise ConfigError("epoch_fractions does not work with --nproc (each rank would draw "
-                          "from the losses it saw alone); drop --epoch-fractions or --nproc.")
     if recipe.freeze_epochs and ctx.enabled:
         raise ConfigError("freeze_epochs does not work with --nproc (DDP needs every "
                           "parameter to get a gradient); set --freeze-epochs 0 or drop --nproc.")
