@@ -285,7 +285,7 @@ class Loop:
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(
                 self.device) if self.device.type == "cuda" else None},
             "partial": {"gen": self.gen.get_state(), **self.meters.totals(),
-                        "perm": self.perm.cpu() if self.losses is not None else None}
+                        "perm": self.perm.cpu() if len(self.perm) < len(self.data) else None}
             if mid else None,
             "losses": self.losses.state_dict() if self.losses is not None else None,
         }
