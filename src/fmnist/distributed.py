@@ -63,8 +63,7 @@ class DistContext:
         t = torch.tensor(list(values), dtype=torch.float64)
         if dist.get_backend() == "nccl":
             t = t.cuda(self.local_rank)
-        dist.all_reduce(t)
-        return t.cpu().tolist()
+        return self.sum_tensor_(t).cpu().tolist()
 
     def sum_tensor_(self, t: torch.Tensor) -> torch.Tensor:
         """Element-wise sum of a tensor across ranks, in place (on its own device)."""

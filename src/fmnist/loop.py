@@ -208,7 +208,7 @@ class Loop:
     losses: LossTable | None = None  # each image's last loss, when epochs draw a share
 
     def __post_init__(self) -> None:
-        if self.recipe.epoch_fractions and self.losses is None:
+        if any(f < 1 for f in self.recipe.epoch_fractions) and self.losses is None:
             self.losses = LossTable(len(self.data), self.recipe.label_smoothing,
                                     self.data.labels.device)
 

@@ -61,9 +61,9 @@ class LossTable:
     def merge(self, ctx: DistContext) -> None:
         """Every rank's new records in every rank's table (a collective: all ranks call it;
         each image is in one rank's shard of a step, so the sum is that rank's loss)."""
-        if ctx.enabled:
-            values = ctx.sum_tensor_(torch.where(self.fresh, self.loss, 0.0))
-            counts = ctx.sum_tensor_(self.fresh.float())
+        if ctx.enabled:  # one all-reduce of (losses, counts)
+            values, counts = ctx.sum_tensor_(
+                torch.stack([torch.where(self.fresh, self.loss, 0.0), self.fresh.float()]))
             seen = counts > 0
             self.loss[seen] = values[seen] / counts[seen]
         self.fresh.zero_()
