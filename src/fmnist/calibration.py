@@ -29,7 +29,7 @@ from torch import nn
 
 from .datasets import Split, stratified_split
 from .errors import ConfigError
-from .evaluation import BATCH_SIZE, normalize, tta_probs
+from .evaluation import BATCH_SIZE, FLIP_ONLY, Shifts, normalize, tta_probs
 from .metrics import reliability_table
 
 log = logging.getLogger("fmnist")
@@ -161,11 +161,13 @@ def calibration_split(train: Split, val: Split | None, seed: int
 @torch.no_grad()
 def view_logits_and_features(model: nn.Module, images: np.ndarray, *, mean: float, std: float,
                              device: torch.device | str = "cpu", tta: bool = False,
-                             bf16: bool = False, channels_last: bool = True,
-                             batch_size: int = BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
-    """(V, N, C) float32 logits of every view the recipe serves (V = 2 with TTA, else 1)
-    and the (N, D) penultimate features of the un-augmented view, with the same precision
-    and memory format as :func:`fmnist.evaluation.predict_probs`."""
+                             tta_shifts: Shifts = FLIP_ONLY, bf16: bool = False,
+                             channels_last: bool = True, batch_size: int = BATCH_SIZE
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V, N, C) float32 logits of every view the recipe serves (V = 2 x the TTA shifts
+    with TTA, else 1; the un-augmented view first) and the (N, D) penultimate features of
+    the un-augmented view, with the same precision and memory format as
+    :func:`fmnist.evaluation.predict_probs`."""
     from .devices import autocast
     from .ood import feature_tap
 
@@ -186,7 +188,7 @@ def view_logits_and_features(model: nn.Module, images: np.ndarray, *, mean: floa
                 views.append(out.cpu())
                 return torch.softmax(out, 1)
 
-            tta_probs(forward, x) if tta else forward(x)
+            tta_probs(forward, x, shifts=tta_shifts) if tta else forward(x)
             logits.append(torch.stack(views))
     return torch.cat(logits, 1), torch.cat(feats)
 
@@ -209,7 +211,8 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
 
     model = model.float()
     kw = {"mean": meta.mean, "std": meta.std, "device": device}
-    cal_logits, cal_feats = view_logits_and_features(model, calibration.images, tta=tta, **kw)
+    cal_logits, cal_feats = view_logits_and_features(model, calibration.images, tta=tta,
+                                                     tta_shifts=meta.tta_shifts, **kw)
     temperature = fit_temperature(cal_logits, calibration.labels)
     single = fit_temperature(cal_logits[:1], calibration.labels) if tta else temperature
     method = method or method_for(meta.dataset)
@@ -225,6 +228,7 @@ def fit_calibration(model: nn.Module, meta: Any, *, calibration: Split, train: S
     after = _served_probs(cal_logits.double(), temperature).numpy()
     summary = {
         "temperature": temperature, "temperature_single": single, "tta": tta,
+        "tta_views": len(cal_logits),
         "calibration_images": len(labels),
         "ood_method": scorer.method, "ood_threshold": scorer.threshold,
         "ood_fit_images": len(train), "ood_fit_precision": "bf16" if bf16 else "fp32",
@@ -259,7 +263,8 @@ def served_before_after(model: nn.Module, meta: Any, images: np.ndarray, *, tta:
     from .ood import OodScorer
 
     logits, feats = view_logits_and_features(model.float(), images, mean=meta.mean,
-                                             std=meta.std, device=device, tta=tta, bf16=bf16,
+                                             std=meta.std, device=device, tta=tta,
+                                             tta_shifts=meta.tta_shifts, bf16=bf16,
                                              channels_last=channels_last)
     p1 = _served_probs(logits.double(), 1.0).numpy()
     pt = _served_probs(logits.double(), meta.temperature_for(tta)).numpy()

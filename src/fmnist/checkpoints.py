@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelFileError
+from .errors import ConfigError, ModelFileError
+from .evaluation import FLIP_ONLY, Shifts, check_shifts
 from .fileio import (  # noqa: F401  (re-exported: the names moved to fmnist.fileio)
     atomic_write,
     atomic_write_json,
@@ -71,6 +72,9 @@ class ModelMeta:
     temperature: float = 1.0
     temperature_single: float | None = None
     ood: dict[str, Any] = field(default_factory=dict)
+    # the views TTA averages for this model (fmnist.evaluation.tta_probs): these shifts,
+    # each with its mirror; the temperature above was fitted on them
+    tta_shifts: Shifts = FLIP_ONLY
     fmnist_version: str = ""
     created: str = ""
 
@@ -90,6 +94,10 @@ class ModelMeta:
         known = {f for f in cls.__dataclass_fields__}
         kw = {k: v for k, v in d.items() if k in known}
         kw["classes"] = tuple(kw.get("classes", ()))
+        try:
+            kw["tta_shifts"] = check_shifts(kw.get("tta_shifts", FLIP_ONLY))
+        except ConfigError as e:
+            raise ModelFileError(f"this model file's metadata: {e}") from None
         return cls(**kw)
 
 

@@ -158,14 +158,15 @@ def ensemble_model(members: Sequence[Member]) -> nn.Module:
 
 
 def ensemble_meta(members: Sequence[Member], model: nn.Module) -> Any:
-    """model.pt metadata: the first member's classes and normalization, temperature 1
-    (the members' temperatures are inside the model)."""
+    """model.pt metadata: the first member's classes, normalization and TTA views (as its
+    recipe is the ensemble's), temperature 1 (the members' temperatures are inside the
+    model)."""
     from .checkpoints import ModelMeta
 
     first = members[0].meta
     return ModelMeta(arch="ensemble", arch_kwargs=model.arch_kwargs,
                      classes=tuple(first.classes), mean=first.mean, std=first.std,
-                     dataset=first.dataset, recipe="ensemble")
+                     dataset=first.dataset, recipe="ensemble", tta_shifts=first.tta_shifts)
 
 
 def ensemble_config(members: Sequence[Member], params: int) -> dict[str, Any]:

@@ -22,6 +22,29 @@ from .metrics import compute_metrics
 from .ood import feature_tap
 
 BATCH_SIZE = 1024  # images per forward pass; one value, so every path rounds alike
+# test-time augmentation: the (dy, dx) pixel shifts whose views are averaged, each with its
+# mirror image; a recipe chooses them (Recipe.tta_shifts) and its model keeps them
+# (ModelMeta.tta_shifts), so predict, serve and ONNX average the views it was calibrated on
+Shifts = tuple[tuple[int, int], ...]
+FLIP_ONLY: Shifts = ((0, 0),)
+
+
+def check_shifts(value: Any, what: str = "tta_shifts") -> Shifts:
+    """``value`` as a tuple of (dy, dx) integer pairs, each within +-3 pixels, the unshifted
+    view first; ConfigError naming ``what`` otherwise. Lists (from JSON) are accepted."""
+    def pair(v: Any) -> tuple[int, int] | None:
+        if not isinstance(v, list | tuple) or len(v) != 2:
+            return None
+        if not all(isinstance(c, int) and not isinstance(c, bool) and abs(c) <= 3 for c in v):
+            return None
+        return int(v[0]), int(v[1])
+
+    pairs = [pair(v) for v in value] if isinstance(value, list | tuple) else [None]
+    if not pairs or None in pairs or pairs[0] != (0, 0) or len(set(pairs)) != len(pairs):
+        raise ConfigError(
+            f"{what}={value!r} is invalid; expected distinct (dy, dx) pixel shifts within +-3, "
+            "the first (0, 0), e.g. ((0, 0), (1, 0), (-1, 0)).")
+    return tuple(pairs)  # type: ignore[return-value]
 
 
 def normalize(x_uint8: torch.Tensor, mean: float, std: float) -> torch.Tensor:
@@ -44,16 +67,17 @@ def predict_probs(
     channels_last: bool = True,
     batch_size: int = BATCH_SIZE,
     tta: bool = False,
+    tta_shifts: Shifts = FLIP_ONLY,
     temperature: float = 1.0,
 ) -> np.ndarray:
     """Class probabilities (N, C) float64 for uint8 images (N, 28, 28) or (N, 1, 28, 28).
 
-    With ``tta`` the probabilities are averaged over flipped and one-pixel-shifted views
-    (:func:`tta_probs`); ``temperature`` divides the logits of every view
-    (:mod:`fmnist.calibration`)."""
+    With ``tta`` the probabilities are averaged over the views shifted by ``tta_shifts``
+    and their mirror images (:func:`tta_probs`); ``temperature`` divides the logits of
+    every view (:mod:`fmnist.calibration`)."""
     return predict_scored(model, images, mean=mean, std=std, device=device, bf16=bf16,
                           channels_last=channels_last, batch_size=batch_size, tta=tta,
-                          temperature=temperature)[0]
+                          tta_shifts=tta_shifts, temperature=temperature)[0]
 
 
 @torch.no_grad()
@@ -68,6 +92,7 @@ def predict_scored(
     channels_last: bool = True,
     batch_size: int = BATCH_SIZE,
     tta: bool = False,
+    tta_shifts: Shifts = FLIP_ONLY,
     temperature: float = 1.0,
     scorer: nn.Module | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -99,7 +124,8 @@ def predict_scored(
             for start in range(0, len(data), batch_size):
                 x = normalize(data[start : start + batch_size].to(device), mean, std)
                 plain[:] = [x]
-                probs = tta_probs(forward, x) if tta else forward(x).double().cpu().numpy()
+                probs = (tta_probs(forward, x, shifts=tta_shifts) if tta
+                         else forward(x).double().cpu().numpy())
                 outs.append(np.asarray(probs, dtype=np.float64))
     finally:
         model.train(was_training)
@@ -158,7 +184,7 @@ def tta_probs(
     predict_fn: Callable[[torch.Tensor], np.ndarray | torch.Tensor],
     images_tensor: torch.Tensor,
     *,
-    shifts: Sequence[tuple[int, int]] = ((0, 0),),
+    shifts: Sequence[tuple[int, int]] = FLIP_ONLY,
     flip: bool = True,
     fill: float | None = None,
 ) -> np.ndarray:
@@ -175,7 +201,8 @@ def tta_probs(
 
     The default is the image and its mirror image (2 views): on a ``fast`` model, trained
     with flips only, they score 92.88% against 92.63% for flips x 1-px shifts (10 views,
-    5x the forward passes) and 92.45% for one view (``benchmarks/tta.py``).
+    5x the forward passes) and 92.45% for one view (``benchmarks/tta.py``). A model
+    trained with shifts gains from shifted views (``accurate``: ``Recipe.tta_shifts``).
     """
     if not isinstance(images_tensor, torch.Tensor) or images_tensor.ndim != 4:
         shape = tuple(getattr(images_tensor, "shape", ()))

@@ -55,7 +55,7 @@ from torch import nn
 
 from .checkpoints import ModelMeta, atomic_write, load_model, resolve_model_path
 from .errors import ConfigError, DataError, FmnistError, ModelFileError
-from .evaluation import normalize
+from .evaluation import check_shifts, normalize
 from .runs import config_of_model
 
 log = logging.getLogger("fmnist")
@@ -230,6 +230,7 @@ def onnx_metadata(meta: ModelMeta, *, params: int, quantization: str | None = No
         "metrics": json.dumps(meta.metrics),
         "temperature": repr(float(meta.temperature_for(False))),  # the graph's (one view)
         "temperature_tta": repr(float(meta.temperature_for(True))),
+        "tta_shifts": json.dumps(meta.tta_shifts),  # TTA's views (fmnist.evaluation)
         "quantization": quantization or "none",
         "fmnist_version": __version__,
         "model_fmnist_version": meta.fmnist_version,
@@ -290,6 +291,11 @@ def read_onnx_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[str, An
     for key in ("arch_kwargs", "metrics", "parity"):
         if key in props:
             out[key] = json.loads(props[key])
+    try:
+        out["tta_shifts"] = check_shifts(json.loads(props.get("tta_shifts", "[[0, 0]]")))
+    except (ValueError, ConfigError) as e:
+        raise ModelFileError(f"{label}: unreadable tta_shifts metadata ({e}); re-export it "
+                             "with `fmnist export RUN --format onnx`.") from None
     out["params"] = int(props["params"]) if props.get("params", "").isdigit() else None
     return out
 

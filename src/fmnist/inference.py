@@ -134,6 +134,7 @@ class _TorchBackend:
 
         return predict_scored(self.model, images, mean=self.meta.mean, std=self.meta.std,
                               device=self.device, bf16=self.bf16, tta=tta,
+                              tta_shifts=self.meta.tta_shifts,
                               temperature=self.meta.temperature_for(tta), scorer=self.scorer)
 
     def embed(self, images: np.ndarray) -> np.ndarray:
@@ -146,9 +147,11 @@ class _TorchBackend:
 class _OnnxBackend:
     name = "onnx"
 
-    def __init__(self, session, single_to_tta: float = 1.0) -> None:
+    def __init__(self, session, single_to_tta: float = 1.0,
+                 tta_shifts: tuple[tuple[int, int], ...] = ((0, 0),)) -> None:
         self.session = session
         self.single_to_tta = single_to_tta  # T_single / T_tta
+        self.tta_shifts = tta_shifts  # the views TTA averages, each with its mirror
 
     def scored(self, images: np.ndarray, tta: bool) -> tuple[np.ndarray, np.ndarray | None]:
         from .export import onnx_scored
@@ -165,7 +168,7 @@ class _OnnxBackend:
             return _retemper(p, self.single_to_tta)
 
         x = torch.from_numpy(np.asarray(images, np.float32)[:, None])  # (N, 1, 28, 28) 0..255
-        return np.asarray(tta_probs(view, x), np.float64), scores
+        return np.asarray(tta_probs(view, x, shifts=self.tta_shifts), np.float64), scores
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         raise ModelFileError("this ONNX file outputs class probabilities only, no features; "
@@ -329,6 +332,7 @@ class Predictor:
             "normalization": {"mean": meta.mean, "std": meta.std},
             "temperature": meta.temperature_for(True),
             "temperature_single": meta.temperature_for(False),
+            "tta_shifts": [list(s) for s in meta.tta_shifts],
             "ood_method": meta.ood.get("method"),
             "ood_threshold": meta.ood.get("threshold"),
             "quantization": "none",
@@ -358,6 +362,7 @@ class Predictor:
             "normalization": {"mean": md["mean"], "std": md["std"]},
             "temperature": md.get("temperature_tta", md.get("temperature", 1.0)),
             "temperature_single": md.get("temperature", 1.0),
+            "tta_shifts": [list(s) for s in md["tta_shifts"]],
             "ood_method": md.get("ood_method"),
             "ood_threshold": md.get("ood_threshold"),
             "quantization": md.get("quantization", "none"),
@@ -367,7 +372,8 @@ class Predictor:
             "fmnist_version": md.get("model_fmnist_version") or md.get("fmnist_version"),
         }
         ratio = info["temperature_single"] / info["temperature"]
-        return cls(_OnnxBackend(session, ratio), md["classes"], info, top_k=top_k, tta=tta)
+        backend = _OnnxBackend(session, ratio, md["tta_shifts"])
+        return cls(backend, md["classes"], info, top_k=top_k, tta=tta)
 
     # ----------------------------------------------------------------- properties
 

@@ -242,7 +242,8 @@ class Loop:
         """(N, C) probabilities of :attr:`model` for uint8 images (N, 28, 28)."""
         return predict_probs(self.model, images, mean=self.mean, std=self.std,
                              device=self.device, bf16=self.bf16,
-                             channels_last=self.recipe.channels_last, tta=tta)
+                             channels_last=self.recipe.channels_last, tta=tta,
+                             tta_shifts=self.recipe.tta_shifts)
 
     def begin_epoch(self, epoch: int) -> None:
         self.epoch, self.epoch_done, self.row = epoch, False, None

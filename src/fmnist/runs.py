@@ -642,6 +642,7 @@ class Run:
         return predict_probs(self.model, images, mean=self.meta.mean, std=self.meta.std,
                              device=self.device, bf16=self.bf16,
                              channels_last=self.recipe.channels_last, tta=tta,
+                             tta_shifts=self.meta.tta_shifts,
                              temperature=self.meta.temperature_for(tta))
 
     def predict(self, images: np.ndarray, tta: bool = False) -> np.ndarray:

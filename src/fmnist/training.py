@@ -420,6 +420,7 @@ def _finish(job: _Job, loop: Loop, history: list[dict[str, Any]], weights_epoch:
     meta = ModelMeta(
         arch=recipe.model, arch_kwargs=dict(recipe.model_kwargs), classes=tuple(job.ds.classes),
         mean=job.mean, std=job.std, dataset=job.ds.name, recipe=recipe.name,
+        tta_shifts=recipe.tta_shifts,
         metrics={"weights_epoch": weights_epoch, "epochs_run": len(history),
                  "best_val_acc": _best(history, "val_acc"),
                  "train_seconds": round(sum(r["seconds"] for r in history), 3)},
@@ -460,7 +461,8 @@ def _evaluate_test(job: _Job, final: nn.Module, meta: ModelMeta, bf16: bool
     else:
         part = (None, predict_probs(
             final, test.images[shard], mean=job.mean, std=job.std, device=dev, bf16=bf16,
-            channels_last=recipe.channels_last, tta=recipe.tta), None)
+            channels_last=recipe.channels_last, tta=recipe.tta, tta_shifts=recipe.tta_shifts),
+            None)
     parts = ctx.gather(part)
     test_metrics: dict[str, Any] = {}
     pt = None

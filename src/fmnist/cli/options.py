@@ -44,8 +44,9 @@ SHARED: dict[str, dict[str, Any]] = {
     "--json": {"action": "store_true", "help": "print JSON instead of text"},
     "--top-k": {"type": int, "default": 3, "help": "classes per image (default %(default)s)"},
     "--tta": {"action": argparse.BooleanOptionalAction, "default": True,
-              "help": "average the image and its mirror (test-time augmentation); --no-tta: "
-              "one view (default: on for predict and serve, as the recipe for evaluate)"},
+              "help": "average the image and its mirror, and the shifted views the model's "
+              "recipe adds (test-time augmentation); --no-tta: one view (default: on for "
+              "predict and serve, as the recipe for evaluate)"},
     "--backend": {"choices": ("auto", "torch", "onnx"), "default": "auto",
                   "help": "auto: onnx for .onnx files, torch otherwise"},
 }
