@@ -2,7 +2,7 @@
 
     python benchmarks/fast_variants.py [--variants base,wf4,wf4-p20] [--seeds 0,1,2]
                                        [--out-stem fast-variants] [--append]
-                                       [--step-rates REPEATS] [--recipe fast]
+                                       [--step-rates REPEATS] [--recipe fast] [--view-sets]
 
 Seeds run in the outer loop and variants alternately in the inner one, so a machine
 whose load changes affects every variant alike. Each run is `fmnist.train("fast",
@@ -35,6 +35,8 @@ from fmnist.runs import read_history
 from fmnist.training import train
 
 _WF = {"model_kwargs": {"widths": (32, 64, 128), "residual": False, "stem": "whiten-frozen"}}
+_R5 = {"model_kwargs": {}, "muon_lr": 0.1, "tta_shifts": ((0, 0),)}  # accurate, round 5
+_VSHIFTS = ((0, 0), (1, 0), (-1, 0))
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "wf3": {**_WF},
@@ -71,12 +73,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
                          "optimizer": "muon-sgd", "muon_lr": 0.1},
     "acc-share45x40-muon": {"epochs": 40, "epoch_fractions": (1, 1, 1, 0.45),
                             "optimizer": "muon-sgd", "muon_lr": 0.1},
+    # round 6, for --recipe accurate; the recipe is now acc-r6 (residual conv in every
+    # block, muon_lr 0.05, TTA over flips x up/down shifts), so each variant names every
+    # field it changes: acc-r5 is the round-5 recipe (1 residual conv in blocks 2-3,
+    # muon_lr 0.1, flip TTA)
+    "acc-r5": {**_R5},
+    "acc-r5-res": {**_R5, "model_kwargs": {"residual": True}},
+    "acc-r5-w48x16": {**_R5, "model_kwargs": {"widths": (48, 96, 192)}, "epochs": 16},
+    "acc-r5-res-w40x20": {**_R5, "model_kwargs": {"residual": True, "widths": (40, 80, 160)},
+                          "epochs": 20},
+    "acc-r5-res-x34": {**_R5, "model_kwargs": {"residual": True}, "epochs": 34},
+    "acc-r5-res-s32": {**_R5, "model_kwargs": {"residual": True, "stem_width": 32}},
+    "acc-r6": {"model_kwargs": {"residual": True}, "muon_lr": 0.05, "tta_shifts": _VSHIFTS},
 }
 
 
-def run_variant(name: str, seed: int, ds, device: str, recipe: str = "fast"
-                ) -> dict[str, Any]:
-    """Train one variant with one seed in a temporary folder; its figures."""
+def run_variant(name: str, seed: int, ds, device: str, recipe: str = "fast",
+                view_sets: bool = False) -> dict[str, Any]:
+    """Train one variant with one seed in a temporary folder; its figures (with
+    ``view_sets``, also the test accuracy of each of benchmarks/tta.py's TTA view sets)."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         train(recipe, out=Path(tmp) / "run", data=ds, device=device, seed=seed,
@@ -84,10 +99,26 @@ def run_variant(name: str, seed: int, ds, device: str, recipe: str = "fast"
         wall = time.perf_counter() - t0
         metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text())
         seconds = sum(float(r["seconds"]) for r in read_history(Path(tmp) / "run"))
+        views = view_set_accuracies(Path(tmp) / "run", ds, device) if view_sets else None
     row = {"variant": name, "seed": seed, "test_acc": metrics["accuracy"],
            "train_seconds": round(seconds, 1), "train_call_seconds": round(wall, 1)}
+    if views is not None:
+        row["view_sets"] = views
     print(json.dumps(row), flush=True)
     return row
+
+
+def view_set_accuracies(run: Path, ds, device: str) -> dict[str, float]:
+    """Test accuracy of each TTA view set of benchmarks/tta.py (softmax at T = 1)."""
+    from tta import view_probs, view_set_accuracy
+
+    from fmnist.checkpoints import load_model
+    from fmnist.devices import use_bf16
+
+    dev = select_device(device)
+    model, meta = load_model(run, dev)
+    probs = view_probs(model, ds.test.images, meta.mean, meta.std, dev, use_bf16(dev, "auto"))
+    return {k: round(v, 4) for k, v in view_set_accuracy(probs, ds.test.labels).items()}
 
 
 def step_rate(recipe, dev, steps: int = 20) -> float:
@@ -131,6 +162,10 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                      "seeds": len(rs), "test_acc_median": statistics.median(accs),
                      "test_acc_min": min(accs), "test_acc_max": max(accs),
                      "train_seconds_median": statistics.median(r["train_seconds"] for r in rs)}
+        scored = [r["view_sets"] for r in rs if "view_sets" in r]
+        if scored:
+            out[name]["view_sets_median"] = {
+                k: statistics.median(v[k] for v in scored) for k in scored[0]}
     if "base" in out:
         for s in out.values():
             s["train_time_vs_base"] = round(
@@ -148,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", default="fast", help="the recipe the variants change")
     p.add_argument("--step-rates", type=int, metavar="REPEATS",
                    help="only measure each variant's training-step rate, REPEATS times")
+    p.add_argument("--view-sets", action="store_true",
+                   help="also score each run's TTA view sets (benchmarks/tta.py)")
     p.add_argument("--append", action="store_true",
                    help="keep the runs already in the result file; skip their variant+seed")
     args = p.parse_args(argv)
@@ -172,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:  # written after every run: an interrupted study keeps its runs
             if (name, int(seed)) in done:
                 continue
-            runs.append(run_variant(name, int(seed), ds, args.device, args.recipe))
+            runs.append(run_variant(name, int(seed), ds, args.device, args.recipe,
+                                    args.view_sets))
             summary = summarize(runs)
             kept = {k: old[k] for k in ("step_rates",) if k in old}
             write_result(args.out_stem, device, {"recipe": args.recipe, "runs": runs,
