@@ -55,7 +55,7 @@ from torch import nn
 
 from .checkpoints import ModelMeta, atomic_write, load_model, resolve_model_path
 from .errors import ConfigError, DataError, FmnistError, ModelFileError
-from .evaluation import check_shifts, normalize
+from .evaluation import FLIP_ONLY, check_shifts, normalize
 from .runs import config_of_model
 
 log = logging.getLogger("fmnist")
@@ -292,7 +292,8 @@ def read_onnx_metadata(path_or_bytes: str | os.PathLike | bytes) -> dict[str, An
         if key in props:
             out[key] = json.loads(props[key])
     try:
-        out["tta_shifts"] = check_shifts(json.loads(props.get("tta_shifts", "[[0, 0]]")))
+        out["tta_shifts"] = (check_shifts(json.loads(props["tta_shifts"]))
+                             if "tta_shifts" in props else FLIP_ONLY)  # older exports
     except (ValueError, ConfigError) as e:
         raise ModelFileError(f"{label}: unreadable tta_shifts metadata ({e}); re-export it "
                              "with `fmnist export RUN --format onnx`.") from None
