@@ -87,6 +87,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "acc-r5-res-x34": {**_R5, "model_kwargs": {"residual": True}, "epochs": 34},
     "acc-r5-res-s32": {**_R5, "model_kwargs": {"residual": True, "stem_width": 32}},
     "acc-r6": {"model_kwargs": {"residual": True}, "muon_lr": 0.05, "tta_shifts": _VSHIFTS},
+    # round 7: the last max-pool keeps 7x7's last row and column (4x4, not 3x3)
+    "acc-r6-ceil": {"model_kwargs": {"residual": True, "ceil_pool": True}, "muon_lr": 0.05,
+                    "tta_shifts": _VSHIFTS},
+    # round 7: lighter random erasing; stronger label smoothing
+    "acc-r6-erase25": {"model_kwargs": {"residual": True}, "muon_lr": 0.05,
+                       "tta_shifts": _VSHIFTS, "augment": ("flip", "translate:2", "erase:0.25")},
+    "acc-r6-ls20": {"model_kwargs": {"residual": True}, "muon_lr": 0.05, "tta_shifts": _VSHIFTS,
+                    "label_smoothing": 0.2},
 }
 
 

@@ -180,6 +180,16 @@ def test_fastnet_options_change_the_architecture() -> None:
     assert count_params(create_model("fastnet-wide")) > 3 * count_params(default)
 
 
+def test_fastnet_ceil_pool_keeps_the_last_row_and_column() -> None:
+    floor, ceil = create_model("fastnet"), create_model("fastnet", ceil_pool=True)
+    x = _batch()
+    assert floor.blocks(floor.stem(x)).shape[-2:] == (3, 3)  # 7x7 -> 3x3 drops row/col 6
+    assert ceil.blocks(ceil.stem(x)).shape[-2:] == (4, 4)
+    assert ceil(x).shape == (2, 10) and count_params(ceil) == count_params(floor)
+    assert flops_per_image(ceil) > flops_per_image(floor)
+    assert ceil.arch_kwargs["ceil_pool"] is True
+
+
 def test_whitening_stem_whitens_patches_of_the_data() -> None:
     torch.manual_seed(0)
     # spatially correlated images: neighbouring pixels are far from independent

@@ -445,10 +445,11 @@ def _patches(images: torch.Tensor, k: int) -> torch.Tensor:
 class FastBlock(nn.Module):
     """conv -> maxpool 2 -> BN -> act, then optionally x + act(BN(conv(x)))."""
 
-    def __init__(self, c_in: int, c_out: int, act: str, residual: bool) -> None:
+    def __init__(self, c_in: int, c_out: int, act: str, residual: bool,
+                 ceil_pool: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = nn.MaxPool2d(2, ceil_mode=ceil_pool)
         self.bn = nn.BatchNorm2d(c_out)
         self.act = _ACTIVATIONS[act]()
         self.residual = _conv_bn_act(c_out, c_out, act) if residual else None
@@ -477,6 +478,7 @@ class FastNet(nn.Module):
         dropout: float,
         logit_scale: float,
         zero_init_residual: bool,
+        ceil_pool: bool,
     ) -> None:
         super().__init__()
         if stem.startswith("whiten"):
@@ -487,7 +489,8 @@ class FastNet(nn.Module):
             self.stem = _conv_bn_act(in_channels, stem_width, act)
         chans = (stem_width, *widths)
         self.blocks = nn.Sequential(
-            *(FastBlock(chans[i], chans[i + 1], act, residual[i]) for i in range(len(widths)))
+            *(FastBlock(chans[i], chans[i + 1], act, residual[i], ceil_pool)
+              for i in range(len(widths)))
         )
         self.pool = pool
         self.dropout = nn.Dropout(dropout)
@@ -526,6 +529,7 @@ def _fastnet(
     dropout: float,
     logit_scale: float,
     zero_init_residual: bool,
+    ceil_pool: bool,
 ) -> FastNet:
     widths = _check_widths("fastnet widths", widths)
     if len(widths) > 4:
@@ -560,6 +564,7 @@ def _fastnet(
         dropout=_check_prob("fastnet dropout", dropout),
         logit_scale=float(logit_scale),
         zero_init_residual=bool(zero_init_residual),
+        ceil_pool=bool(ceil_pool),
     )
 
 
@@ -577,6 +582,7 @@ def fastnet(
     dropout: float = 0.0,  # before the linear head
     logit_scale: float = 1.0,  # airbench-style fixed logit multiplier (e.g. 1/9)
     zero_init_residual: bool = False,  # zero the residual branch's BN gamma
+    ceil_pool: bool = False,  # max-pool 7x7 -> 4x4, not 3x3: keep the last row and column
 ) -> nn.Module:
     """Airbench/ResNet-9 style: conv -> maxpool -> BN -> act blocks, global max pool."""
     return _fastnet(**locals())
@@ -595,6 +601,7 @@ def fastnet_wide(
     dropout: float = 0.0,
     logit_scale: float = 1.0,
     zero_init_residual: bool = False,
+    ceil_pool: bool = False,
 ) -> nn.Module:
     """The bigger fastnet preset: twice the width, residual conv in every block."""
     return _fastnet(**locals())
