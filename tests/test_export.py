@@ -150,6 +150,20 @@ def test_missing_data_is_a_clear_error(run_dir: Path, tmp_path: Path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+def test_model_file_outside_its_run_is_checked_on_the_data_given(
+        run_dir: Path, tmp_path: Path, learnable_csv_dir: Path):
+    import shutil
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(run_dir / "model.pt", alone / "model.pt")
+    r = export_onnx(alone / "model.pt", data_dir=learnable_csv_dir)
+    assert r.checked and r.n_images == 500 and r.path == alone / "model.onnx"
+    with pytest.raises(DataError, match="cannot check the export.*--no-check"):
+        export_onnx(alone / "model.pt", tmp_path / "m.onnx", data_dir=tmp_path / "nothing")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_bad_arguments(run_dir: Path, tmp_path: Path):
     with pytest.raises(ConfigError, match="int8"):
         export_onnx(run_dir, quantize="int4")

@@ -53,6 +53,21 @@ def test_run_load(run: Run, run_dir: Path) -> None:
     assert repr(run).startswith(f"Run(dir={str(run_dir)!r}")
 
 
+def test_run_load_predicts_without_its_data_and_refuses_to_evaluate(
+        run: Run, run_dir: Path, learnable_dataset, tmp_path: Path) -> None:
+    from fmnist.errors import DataError
+
+    elsewhere = Run.load(run_dir, data_dir=tmp_path / "no-data-here", device="cpu",
+                         offline=True)
+    images = learnable_dataset.test.images[:20]
+    np.testing.assert_allclose(elsewhere.predict_proba(images), run.predict_proba(images),
+                               atol=1e-6)
+    with pytest.raises(DataError, match="no-data-here"):
+        elsewhere.evaluate("test")
+    with pytest.raises(DataError):
+        _ = elsewhere.dataset
+
+
 def test_predict_is_the_argmax_of_predict_proba(run: Run, learnable_dataset) -> None:
     images = learnable_dataset.test.images[:50]
     probs = run.predict_proba(images)

@@ -443,45 +443,28 @@ def _score_only_nodes(path: Path) -> list[str]:
 # --------------------------------------------------------------------------- data
 
 
-def _parity_dataset(meta: ModelMeta, config: dict[str, Any], data_dir: str | os.PathLike | None):
-    """The run's dataset: ``data_dir``, else where the run found it, else the usual places."""
+def _parity_dataset(model_file: Path, meta: ModelMeta, data_dir: str | os.PathLike | None):
+    """The data the model was trained on, found as every command finds a run's data
+    (:func:`fmnist.runs.run_dataset`); for a model file outside a run folder, ``data_dir``
+    or the usual places, with the model's classes."""
     from .datasets import list_datasets, load_dataset
-    from .runs import check_dataset
+    from .runs import run_dataset
 
-    ds_cfg = config.get("dataset") or {}
-    name = ds_cfg.get("name") or meta.dataset
-    registered = name if name in list_datasets() else "fashion-mnist"
-    places: list[str | None] = []
-    if data_dir is not None:
-        places.append(os.fspath(data_dir))
-    else:
-        places += [p for p in (config.get("data_dir"), ds_cfg.get("source")) if p]
-        places.append(None)  # then the usual places ($FMNIST_DATA_DIR, ./data, caches)
-    tried: list[str] = []
-    for place in dict.fromkeys(places):  # ordered, unique
-        if place is not None and not Path(place).exists():
-            continue
-        try:
-            ds = load_dataset(registered, place, offline=True)
-        except FmnistError as e:
-            tried.append(f"{place or 'default locations'} ({str(e).splitlines()[0]})")
-            continue
+    config = config_of_model(model_file)
+    try:
+        if config:
+            return run_dataset(model_file.parent, config, data_dir=data_dir, offline=True)
+        name = meta.dataset if meta.dataset in list_datasets() else "fashion-mnist"
+        ds = load_dataset(name, data_dir, offline=True)
         if tuple(ds.classes) != tuple(meta.classes):
-            tried.append(f"{place}: classes {list(ds.classes)} differ from the model's")
-            continue
-        try:
-            if config:  # a model inside a run folder: only the run's own data will do
-                check_dataset("the run", config, ds)
-        except FmnistError as e:
-            tried.append(f"{place or 'default locations'} ({e})")
-            continue
+            raise DataError(f"{name} from {ds.source} has classes {list(ds.classes)}, the "
+                            f"model {list(meta.classes)}")
         return ds
-    raise DataError(
-        f"cannot check the export: the {name} test images were not found "
-        f"(tried {'; '.join(tried) or 'nothing'}). Pass --data-dir with the dataset, or "
-        "--no-check to export without the parity check (int8 also needs the data to "
-        "calibrate)."
-    )
+    except FmnistError as e:
+        raise DataError(
+            f"cannot check the export: {str(e).splitlines()[0].rstrip('.')}. Pass --data-dir "
+            "with the data the model was trained on, or --no-check to export without the "
+            "parity check (int8 also needs the data to calibrate).") from None
 
 
 def _calibration_images(train_images: np.ndarray, train_labels: np.ndarray, n: int) -> np.ndarray:
@@ -638,7 +621,7 @@ def export_onnx(
     params = sum(p.numel() for p in model.parameters())
     ds = dataset
     if ds is None and (check or quantize):
-        ds = _parity_dataset(meta, config_of_model(model_file), data_dir)
+        ds = _parity_dataset(model_file, meta, data_dir)
     ref = _reference(model, meta, ds, parity_images, model_file) if check else None
     fp32 = _torch_to_onnx_bytes(model, meta, opset)
     parity = _check_fp32(fp32, ref, meta, out_path) if ref is not None else None

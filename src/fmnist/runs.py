@@ -557,7 +557,8 @@ def sort_runs(rows: list[dict[str, Any]], column: str,
 @dataclass
 class Run:
     """A run folder brought back to life: its config, model, recipe and the data it was
-    trained on; :func:`fmnist.train` returns one, :meth:`load` reopens one.
+    trained on; :func:`fmnist.train` returns one, :meth:`load` reopens one. The data is
+    found when first needed (:attr:`dataset`): predicting needs only the model.
 
     Scikit-learn style: :meth:`predict_proba` gives (N, C) probabilities, :meth:`predict`
     the (N,) class indices; :meth:`evaluate` the metrics of a split. The torch side
@@ -572,16 +573,18 @@ class Run:
     meta: Any  # fmnist.checkpoints.ModelMeta
     device: Any  # torch.device
     bf16: bool
-    dataset: Any  # fmnist.datasets.Dataset
+    _dataset: Any = field(default=None, repr=False)  # the data once found: see dataset
     test_metrics: dict[str, Any] = field(default_factory=dict)
     stop_reason: str = ""
+    _data_args: dict[str, Any] = field(default_factory=dict, repr=False)  # where to look
 
     @classmethod
     def load(cls, run_dir: str | Path, *, data_dir: str | Path | None = None,
              device: Any = "auto", offline: bool = False, dataset: Any = None) -> Run:
-        """Load a run's model and the dataset it was trained on (``dataset`` given, else
-        ``data_dir``, else the folder recorded in config.json, else the usual search);
-        data other than the run's is refused (:func:`run_dataset`)."""
+        """Load a run's model; the dataset it was trained on is ``dataset`` (checked now),
+        else found when first needed in ``data_dir``, else the folder recorded in
+        config.json, else the usual search; data other than the run's is refused
+        (:func:`run_dataset`)."""
         from .checkpoints import load_model
         from .devices import select_device, use_bf16
         from .recipes import Recipe
@@ -597,14 +600,29 @@ class Run:
             raise ConfigError(f"{run_dir}/config.json has no usable recipe ({e}).") from None
         dev = select_device(device)
         model, meta = load_model(model_path(run_dir), dev, channels_last=recipe.channels_last)
-        data = run_dataset(run_dir, config, data_dir=data_dir, offline=offline, data=dataset)
-        if len(data.classes) != len(meta.classes):
+        run = cls(run_dir, config, recipe, model, meta, dev, use_bf16(dev, recipe.precision),
+                  None, read_metrics(run_dir), str(config.get("stop_reason") or ""),
+                  {"data_dir": data_dir, "offline": offline})
+        if dataset is not None:
+            run._check_data(dataset)
+        return run
+
+    @property
+    def dataset(self) -> Any:
+        """The fmnist.datasets.Dataset the run was trained on, found on first use as
+        :meth:`load` was told (:func:`run_dataset`); other data is refused."""
+        if self._dataset is None:
+            self._check_data(None)
+        return self._dataset
+
+    def _check_data(self, data: Any) -> None:
+        data = run_dataset(self.dir, self.config, data=data, **self._data_args)
+        if len(data.classes) != len(self.meta.classes):
             raise ConfigError(
-                f"{run_dir}: the model has {len(meta.classes)} classes but dataset "
+                f"{self.dir}: the model has {len(self.meta.classes)} classes but dataset "
                 f"{data.name!r} from {data.source} has {len(data.classes)}; pass the "
                 "--data-dir the run was trained on.")
-        return cls(run_dir, config, recipe, model, meta, dev, use_bf16(dev, recipe.precision),
-                   data, read_metrics(run_dir), str(config.get("stop_reason") or ""))
+        self._dataset = data
 
     @property
     def history(self) -> list[dict[str, Any]]:
