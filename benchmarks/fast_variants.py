@@ -40,6 +40,7 @@ _WF = {"model_kwargs": {"widths": (32, 64, 128), "residual": False, "stem": "whi
 _ACC_NET5 = {"model_kwargs": {}, "tta_shifts": ((0, 0),)}
 _R5 = {**_ACC_NET5, "optimizer": "muon-sgd", "muon_lr": 0.1}  # accurate, round 5
 _VSHIFTS = ((0, 0), (1, 0), (-1, 0))
+_GRID = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "wf3": {**_WF},
@@ -95,6 +96,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                        "tta_shifts": _VSHIFTS, "augment": ("flip", "translate:2", "erase:0.25")},
     "acc-r6-ls20": {"model_kwargs": {"residual": True}, "muon_lr": 0.05, "tta_shifts": _VSHIFTS,
                     "label_smoothing": 0.2},
+    # lighter erasing, TTA over flips x every shift of at most 1 px (18 views)
+    "acc-r7": {"model_kwargs": {"residual": True}, "muon_lr": 0.05, "tta_shifts": _GRID,
+               "augment": ("flip", "translate:2", "erase:0.25")},
 }
 
 
