@@ -462,9 +462,9 @@ def _parity_dataset(model_file: Path, meta: ModelMeta, data_dir: str | os.PathLi
         return ds
     except FmnistError as e:
         raise DataError(
-            f"cannot check the export: {str(e).splitlines()[0].rstrip('.')}. Pass --data-dir "
-            "with the data the model was trained on, or --no-check to export without the "
-            "parity check (int8 also needs the data to calibrate).") from None
+            "cannot check the export (pass --data-dir with the data the model was trained on, "
+            "or --no-check to export without the parity check; int8 also needs the data to "
+            f"calibrate): {e}") from None
 
 
 def _calibration_images(train_images: np.ndarray, train_labels: np.ndarray, n: int) -> np.ndarray:
