@@ -604,7 +604,7 @@ class Run:
                   None, read_metrics(run_dir), str(config.get("stop_reason") or ""),
                   {"data_dir": data_dir, "offline": offline})
         if dataset is not None:
-            run._check_data(dataset)
+            run._attach_data(dataset)
         return run
 
     @property
@@ -612,10 +612,12 @@ class Run:
         """The fmnist.datasets.Dataset the run was trained on, found on first use as
         :meth:`load` was told (:func:`run_dataset`); other data is refused."""
         if self._dataset is None:
-            self._check_data(None)
+            self._attach_data(None)
         return self._dataset
 
-    def _check_data(self, data: Any) -> None:
+    def _attach_data(self, data: Any) -> None:
+        """Keep ``data`` (None: the run's data, found as :meth:`load` was told) once it has
+        passed :func:`run_dataset`'s checks and has the model's number of classes."""
         data = run_dataset(self.dir, self.config, data=data, **self._data_args)
         if len(data.classes) != len(self.meta.classes):
             raise ConfigError(
