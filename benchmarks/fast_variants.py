@@ -35,13 +35,21 @@ from fmnist.recipes import resolve_recipe
 from fmnist.runs import read_history
 from fmnist.training import train
 
-_WF = {"model_kwargs": {"widths": (32, 64, 128), "residual": False, "stem": "whiten-frozen"}}
-# accurate's net and TTA before round 6, for the accurate variants of rounds 5 and 6 (the
-# recipe has moved on; a variant names every field it changes, so it stays what it measured)
-_ACC_NET5 = {"model_kwargs": {}, "tta_shifts": ((0, 0),)}
-_R5 = {**_ACC_NET5, "optimizer": "muon-sgd", "muon_lr": 0.1}  # accurate, round 5
+# The recipes move on; a variant starts from the fields its round's recipe had (the dicts
+# below) and names every field it changes, so it keeps measuring what it measured.
+# fast before round 5 (3 SGD epochs; Muon at the default rate when a variant asks for it):
+_FAST3 = {"optimizer": "sgd", "muon_lr": 0.24, "epochs": 3, "epoch_fractions": ()}
+_WF = {**_FAST3,
+       "model_kwargs": {"widths": (32, 64, 128), "residual": False, "stem": "whiten-frozen"}}
+# accurate before round 6 (20 SGD epochs, the fastnet default, erasing at p 0.5, flip TTA)
+_ERASE50 = ("flip", "translate:2", "erase")
+_ACC_NET5 = {"model_kwargs": {}, "tta_shifts": ((0, 0),), "augment": _ERASE50}
+_R5 = {**_ACC_NET5, "optimizer": "muon-sgd", "muon_lr": 0.1, "epochs": 26}  # accurate, round 5
 _VSHIFTS = ((0, 0), (1, 0), (-1, 0))
 _GRID = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1))
+_R6 = {"model_kwargs": {"residual": True}, "optimizer": "muon-sgd", "muon_lr": 0.05,
+       "tta_shifts": _VSHIFTS, "augment": _ERASE50, "epochs": 26}  # accurate, round 6
+_R7 = {**_R6, "augment": ("flip", "translate:2", "erase:0.25"), "tta_shifts": _GRID}
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "wf3": {**_WF},
@@ -49,27 +57,27 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "wf4-p20": {**_WF, "epochs": 4, "epoch_sizes": (20,)},
     "wf4-p16": {**_WF, "epochs": 4, "epoch_sizes": (16,)},
     "wf5-p20": {**_WF, "epochs": 5, "epoch_sizes": (20, 20)},
-    "p20": {"epochs": 4, "epoch_sizes": (20,)},
+    "p20": {**_FAST3, "epochs": 4, "epoch_sizes": (20,)},
     # issue 16, round 4: alternating flips, Muon on the conv filters (fmnist.optim.MuonSGD)
-    "alt3": {"augment": ("altflip",)},
-    "muon3": {"optimizer": "muon-sgd"},
-    "muon3-lr10": {"optimizer": "muon-sgd", "muon_lr": 0.1},
-    "muon3-lr05": {"optimizer": "muon-sgd", "muon_lr": 0.05},
-    "alt-muon3": {"augment": ("altflip",), "optimizer": "muon-sgd", "muon_lr": 0.1},
-    "muon3-lr15": {"optimizer": "muon-sgd", "muon_lr": 0.15},
+    "alt3": {**_FAST3, "augment": ("altflip",)},
+    "muon3": {**_FAST3, "optimizer": "muon-sgd"},
+    "muon3-lr10": {**_FAST3, "optimizer": "muon-sgd", "muon_lr": 0.1},
+    "muon3-lr05": {**_FAST3, "optimizer": "muon-sgd", "muon_lr": 0.05},
+    "alt-muon3": {**_FAST3, "augment": ("altflip",), "optimizer": "muon-sgd", "muon_lr": 0.1},
+    "muon3-lr15": {**_FAST3, "optimizer": "muon-sgd", "muon_lr": 0.15},
     "muon-wf4": {**_WF, "epochs": 4, "optimizer": "muon-sgd", "muon_lr": 0.1},
     "alt-wf4": {**_WF, "epochs": 4, "augment": ("altflip",)},
     # round 5: later epochs on a share of the images, drawn towards the hard ones
-    "share50": {"epochs": 4, "epoch_fractions": (1, 0.5, 0.5, 0.5)},
-    "share40": {"epochs": 4, "epoch_fractions": (1, 0.4, 0.4, 0.4)},
-    "share30x5": {"epochs": 5, "epoch_fractions": (1, 0.3, 0.3, 0.3, 0.3)},
-    "share50-muon": {"epochs": 4, "epoch_fractions": (1, 0.5, 0.5, 0.5),
+    "share50": {**_FAST3, "epochs": 4, "epoch_fractions": (1, 0.5, 0.5, 0.5)},
+    "share40": {**_FAST3, "epochs": 4, "epoch_fractions": (1, 0.4, 0.4, 0.4)},
+    "share30x5": {**_FAST3, "epochs": 5, "epoch_fractions": (1, 0.3, 0.3, 0.3, 0.3)},
+    "share50-muon": {**_FAST3, "epochs": 4, "epoch_fractions": (1, 0.5, 0.5, 0.5),
                      "optimizer": "muon-sgd", "muon_lr": 0.1},
-    "share40-muon": {"epochs": 4, "epoch_fractions": (1, 0.4, 0.4, 0.4),
+    "share40-muon": {**_FAST3, "epochs": 4, "epoch_fractions": (1, 0.4, 0.4, 0.4),
                      "optimizer": "muon-sgd", "muon_lr": 0.1},
-    "share50x3-muon": {"epochs": 3, "epoch_fractions": (1, 0.5, 0.5),
+    "share50x3-muon": {**_FAST3, "epochs": 3, "epoch_fractions": (1, 0.5, 0.5),
                        "optimizer": "muon-sgd", "muon_lr": 0.1},
-    "share30x5-muon": {"epochs": 5, "epoch_fractions": (1, 0.3, 0.3, 0.3, 0.3),
+    "share30x5-muon": {**_FAST3, "epochs": 5, "epoch_fractions": (1, 0.3, 0.3, 0.3, 0.3),
                        "optimizer": "muon-sgd", "muon_lr": 0.1},
     # round 5, for --recipe accurate (then 20 SGD epochs, "base" in its result file): 26
     # epochs, 23 of them on 60% of the steps (0.84x the steps); 40 epochs, 37 on 45% (0.98x)
@@ -88,21 +96,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
                           "epochs": 20},
     "acc-r5-res-x34": {**_R5, "model_kwargs": {"residual": True}, "epochs": 34},
     "acc-r5-res-s32": {**_R5, "model_kwargs": {"residual": True, "stem_width": 32}},
-    "acc-r6": {"model_kwargs": {"residual": True}, "muon_lr": 0.05, "tta_shifts": _VSHIFTS},
+    "acc-r6": {**_R6},
     # round 7: the last max-pool keeps 7x7's last row and column (4x4, not 3x3)
-    "acc-r6-ceil": {"model_kwargs": {"residual": True, "ceil_pool": True}, "muon_lr": 0.05,
-                    "tta_shifts": _VSHIFTS},
+    "acc-r6-ceil": {**_R6, "model_kwargs": {"residual": True, "ceil_pool": True}},
     # round 7: lighter random erasing; stronger label smoothing
-    "acc-r6-erase25": {"model_kwargs": {"residual": True}, "muon_lr": 0.05,
-                       "tta_shifts": _VSHIFTS, "augment": ("flip", "translate:2", "erase:0.25")},
-    "acc-r6-ls20": {"model_kwargs": {"residual": True}, "muon_lr": 0.05, "tta_shifts": _VSHIFTS,
-                    "label_smoothing": 0.2},
+    "acc-r6-erase25": {**_R6, "augment": ("flip", "translate:2", "erase:0.25")},
+    "acc-r6-ls20": {**_R6, "label_smoothing": 0.2},
     # lighter erasing, TTA over flips x every shift of at most 1 px (18 views)
-    "acc-r7": {"model_kwargs": {"residual": True}, "muon_lr": 0.05, "tta_shifts": _GRID,
-               "augment": ("flip", "translate:2", "erase:0.25")},
+    "acc-r7": {**_R7},
     # round 8: the recipe is acc-r7; 30 epochs (27 on 60% of the steps), 1.14x the steps
-    "acc-r8-x30": {"model_kwargs": {"residual": True}, "muon_lr": 0.05, "tta_shifts": _GRID,
-                   "augment": ("flip", "translate:2", "erase:0.25"), "epochs": 30},
+    "acc-r8-x30": {**_R7, "epochs": 30},
 }
 
 
