@@ -92,6 +92,49 @@ def test_adding_a_command_is_one_register_function(monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("fmnist: error: --nproc 0")
 
 
+@pytest.mark.parametrize(("gpus", "nproc", "fix"), [
+    (1, 2, "drop --nproc to train on its GPU"),
+    (2, 4, "use --nproc 2 or fewer"),
+    (0, 2, None),  # CUDA asked for and no GPU at all: select_device refuses first
+])
+def test_more_cuda_processes_than_gpus_is_refused_before_any_starts(
+        monkeypatch, capsys, tmp_path, gpus, nproc, fix):
+    import torch
+
+    from fmnist import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    launched = []
+    monkeypatch.setattr(distributed, "launch", lambda *a: launched.append(a) or 0)
+    out = tmp_path / "run"
+    code = cli.main(["train", "--device", "cuda", "--nproc", str(nproc), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not launched and not out.exists()
+    assert len(err.strip().splitlines()) == 1
+    if gpus:
+        assert err.startswith(f"fmnist: error: --nproc {nproc} on CUDA needs one GPU per "
+                              f"process, and this machine has {gpus}: {fix}, or add "
+                              f"--device cpu for {nproc} CPU processes.")
+    else:
+        assert "CUDA is not available" in err and "--device cpu" in err
+
+
+def test_a_torchrun_rank_without_its_gpu_says_what_this_machine_has(monkeypatch):
+    import torch
+
+    from fmnist.distributed import setup
+    from fmnist.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match=r"rank 1 \(LOCAL_RANK 1\) needs GPU 1, and this "
+                                          r"machine has 1: start at most 1 per machine"):
+        setup(torch.device("cuda"))
+
+
 def test_usage_errors_are_one_line_naming_the_subcommand(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["evaluate"])

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError
+
 log = logging.getLogger("fmnist")
 
 
@@ -112,6 +114,11 @@ def setup(device: torch.device) -> tuple[DistContext, torch.device]:
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if local >= gpus:
+            raise ConfigError(f"rank {rank} (LOCAL_RANK {local}) needs GPU {local}, and this "
+                              f"machine has {gpus}: start at most {gpus} per machine "
+                              "(--nproc-per-node), or train on the CPU (--device cpu).")
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     owns = False
@@ -122,6 +129,20 @@ def setup(device: torch.device) -> tuple[DistContext, torch.device]:
         logging.getLogger("fmnist").setLevel(logging.ERROR)
         os.environ["FMNIST_NO_PROGRESS"] = "1"
     return DistContext(rank, world, local, owns), device
+
+
+def check_gpus(nproc: int, device: torch.device) -> None:
+    """Refuse more processes than GPUs on CUDA, before any starts: each rank takes the GPU
+    of its LOCAL_RANK (NCCL cannot put two ranks on one GPU)."""
+    if device.type != "cuda":
+        return
+    gpus = torch.cuda.device_count()
+    if nproc > gpus:
+        fix = ("drop --nproc to train on its GPU" if gpus == 1
+               else f"use --nproc {gpus} or fewer")
+        raise ConfigError(f"--nproc {nproc} on CUDA needs one GPU per process, and this "
+                          f"machine has {gpus}: {fix}, or add --device cpu for {nproc} CPU "
+                          "processes.")
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:

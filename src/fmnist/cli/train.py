@@ -52,9 +52,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                               f"not {args.recipe!r}; add --recipe {tuned_for}.")
         overrides = {**params, **overrides}
     if args.nproc is not None and args.nproc > 1:
-        from ..distributed import launch
+        from ..devices import select_device
+        from ..distributed import check_gpus, launch
 
         _check_train_args(args, overrides)  # one clear line now, not one per process later
+        check_gpus(args.nproc, select_device(args.device))
         return launch(args.nproc, _without_option(args.argv, "--nproc"))
     if args.tensorboard is not None:
         from ..tensorboard import TensorBoardLogger
@@ -80,7 +82,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if acc is None:
         out.print(f"trained {run.recipe.name}; {where}")
     else:
-        out.print(f"test accuracy {acc:.2%} ({run.recipe.name}, {len(run.history)} epochs, "
+        epochs = len(run.history)
+        out.print(f"test accuracy {acc:.2%} ({run.recipe.name}, {epochs} "
+                  f"epoch{'' if epochs == 1 else 's'}, "
                   f"{run.meta.metrics['train_seconds']:.0f} s training); {where}")
     return 0
 
