@@ -3,6 +3,7 @@
     python benchmarks/time_to_accuracy.py [--recipes fast,baseline-3conv,accurate:1]
                                           [--seeds 3] [--budget SECONDS] [--device auto]
                                           [--keras [--keras-python PYTHON]]
+                                          [--results-dir DIR]
 
 Every run evaluates the 10,000 test images at each epoch end; that evaluation is timed
 separately and excluded from the training time on the curve. Writes
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir")
     p.add_argument("--out-stem", default="time-to-accuracy")
+    p.add_argument("--results-dir", type=Path, default=RESULTS,
+                   help="where the JSON and the plot go (default benchmarks/results)")
     p.add_argument("--train-limit", type=int, help="smoke test on a training subset")
     p.add_argument("--keras", action="store_true",
                    help="also train the tutorial's Keras code (keras_reference.py)")
@@ -208,9 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     path = write_result(stem, device, {"recipes": args.recipes.split(","),
                                        "seeds": args.seeds, "budget": args.budget,
                                        "keras_skipped": keras_skipped,
-                                       "summary": summary, "runs": runs})
+                                       "summary": summary, "runs": runs},
+                        folder=args.results_dir)
     curves = {f"{r['recipe']} s{r['seed']}": r["curve"] for r in runs}
-    png = RESULTS / f"{stem}-{device_tag(device)}.png"
+    png = args.results_dir / f"{stem}-{device_tag(device)}.png"
     accuracy_vs_time(curves, path=png, targets=(0.91, 0.93, 0.945))
     print(f"wrote {path} and {png}")
     return 0
