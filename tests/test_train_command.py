@@ -38,7 +38,16 @@ def test_train_imports_nothing_heavy_before_training_and_writes_the_report(
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "imported before training: []" in out.stdout, out.stdout
-    assert "test accuracy" in out.stdout
+    assert "test accuracy" in out.stdout and "(fast, 1 epoch, " in out.stdout
+    # after the last epoch, each silent phase says what it is doing (fast: 2 TTA views)
+    phases = [line for line in out.stderr.replace("\r", "\n").splitlines()
+              if line.startswith(("fmnist: calibrating", "fmnist: evaluating",
+                                  "fmnist: report written"))]
+    assert len(phases) == 3, phases
+    assert phases[0].startswith("fmnist: calibrating on "), phases
+    assert phases[0].endswith(" held-out images, 2 views each"), phases
+    assert phases[1] == "fmnist: evaluating the 500 test images, 2 views each", phases
+    assert phases[2].startswith("fmnist: report written to "), phases
     page = (run / "report.html").read_text(encoding="utf-8")
     for section in SECTIONS:
         assert f'id="{section}"' in page

@@ -425,13 +425,16 @@ def _finish(job: _Job, loop: Loop, history: list[dict[str, Any]], weights_epoch:
                  "best_val_acc": _best(history, "val_acc"),
                  "train_seconds": round(sum(r["seconds"] for r in history), 3)},
     )
+    views = f", {2 * len(recipe.tta_shifts)} views each" if recipe.tta else ""
     if job.cal is not None:  # every rank fits the same numbers on the same images
+        log.info("calibrating on %s held-out images%s", f"{len(job.cal):,}", views)
         meta, cal_fit = fit_calibration(final, meta, calibration=job.cal, train=job.train,
                                         tta=recipe.tta, device=job.device, bf16=loop.bf16)
         job.cal_info.update(cal_fit)
     test_metrics: dict[str, Any] = {}
     test_probs = None  # saved beside model.pt for the report
     if evaluate_test:
+        log.info("evaluating the %s test images%s", f"{len(job.test):,}", views)
         test_metrics, meta, test_probs = _evaluate_test(job, final, meta, loop.bf16)
     identical = _check_identical_params(ctx, loop.state.model)
     if ctx.is_main:
