@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, device_tag, select_device, write_result
+from _common import RESULTS, select_device, write_result
 
 from fmnist.callbacks import Callback
 from fmnist.datasets import load_dataset
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "summary": summary, "runs": runs},
                         folder=args.results_dir)
     curves = {f"{r['recipe']} s{r['seed']}": r["curve"] for r in runs}
-    png = args.results_dir / f"{stem}-{device_tag(device)}.png"
+    png = path.with_suffix(".png")  # beside the JSON, named as write_result named it
     accuracy_vs_time(curves, path=png, targets=(0.91, 0.93, 0.945))
     print(f"wrote {path} and {png}")
     return 0
